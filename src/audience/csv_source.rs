@@ -1,0 +1,216 @@
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use minijinja::Value;
+
+use super::{Origin, Row, RowEvent};
+use crate::campaign::{io_reason, ColumnType};
+
+/// The header row of a CSV file (BOM stripped).
+pub fn read_csv_header(path: &Path, delimiter: u8) -> Result<Vec<String>, String> {
+    let file = File::open(path).map_err(|e| io_reason(&e))?;
+    let mut reader = builder(delimiter).from_reader(BufReader::new(file));
+    let header = reader.byte_headers().map_err(|e| e.to_string())?;
+    header_strings(header)
+}
+
+fn builder(delimiter: u8) -> csv::ReaderBuilder {
+    let mut b = csv::ReaderBuilder::new();
+    b.delimiter(delimiter).flexible(true).has_headers(true);
+    b
+}
+
+fn header_strings(header: &csv::ByteRecord) -> Result<Vec<String>, String> {
+    if header.is_empty() || header.iter().all(<[u8]>::is_empty) {
+        return Err("the file has no header row".into());
+    }
+    header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let h = if i == 0 {
+                h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h)
+            } else {
+                h
+            };
+            String::from_utf8(h.to_vec())
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| format!("column {} of the header is not valid UTF-8", i + 1))
+        })
+        .collect()
+}
+
+/// Column lookup shared by every row of one file.
+#[derive(Debug)]
+pub(crate) struct Header {
+    names: Vec<Arc<str>>,
+    index: std::collections::HashMap<Arc<str>, usize>,
+}
+
+#[derive(Debug)]
+struct CsvRow {
+    header: Arc<Header>,
+    values: Vec<Value>,
+}
+
+impl minijinja::value::Object for CsvRow {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let i = *self.header.index.get(key.as_str()?)?;
+        self.values.get(i).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(
+            self.header
+                .names
+                .iter()
+                .map(|n| Value::from(n.as_ref()))
+                .collect(),
+        )
+    }
+}
+
+pub(super) fn open(
+    file: Arc<Path>,
+    types: &[(String, ColumnType)],
+    delimiter: u8,
+) -> Box<dyn Iterator<Item = RowEvent> + Send> {
+    let failed = |reason: String| -> Box<dyn Iterator<Item = RowEvent> + Send> {
+        Box::new(std::iter::once(RowEvent::SourceFailed {
+            file: file.clone(),
+            reason,
+        }))
+    };
+    let handle = match File::open(&file) {
+        Ok(f) => f,
+        Err(e) => return failed(io_reason(&e)),
+    };
+    let mut reader = builder(delimiter).from_reader(BufReader::with_capacity(1 << 16, handle));
+    let names = match reader
+        .byte_headers()
+        .map_err(|e| e.to_string())
+        .and_then(header_strings)
+    {
+        Ok(n) => n,
+        Err(reason) => return failed(reason),
+    };
+    let column_types: Vec<ColumnType> = names
+        .iter()
+        .map(|n| {
+            types
+                .iter()
+                .find(|(t, _)| t == n)
+                .map(|(_, ty)| *ty)
+                .unwrap_or(ColumnType::String)
+        })
+        .collect();
+    let names: Vec<Arc<str>> = names.into_iter().map(Arc::from).collect();
+    let header = Arc::new(Header {
+        index: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect(),
+        names,
+    });
+    let mut record = csv::ByteRecord::new();
+    let mut done = false;
+    Box::new(std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => {
+                done = true;
+                None
+            }
+            Ok(true) => {
+                let line = record.position().map(|p| p.line()).unwrap_or(0);
+                let origin = Origin {
+                    file: file.clone(),
+                    line,
+                };
+                Some(match convert(&record, &header, &column_types) {
+                    Ok(values) => RowEvent::Row(Row {
+                        origin,
+                        fields: Value::from_object(CsvRow {
+                            header: header.clone(),
+                            values,
+                        }),
+                    }),
+                    Err(reason) => RowEvent::Broken { origin, reason },
+                })
+            }
+            Err(e) => {
+                done = true;
+                Some(RowEvent::SourceFailed {
+                    file: file.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }))
+}
+
+fn convert(
+    record: &csv::ByteRecord,
+    header: &Header,
+    types: &[ColumnType],
+) -> Result<Vec<Value>, String> {
+    if record.len() != header.names.len() {
+        return Err(format!(
+            "the row has {} fields but the header has {} columns",
+            record.len(),
+            header.names.len()
+        ));
+    }
+    let mut values = Vec::with_capacity(record.len());
+    for (i, bytes) in record.iter().enumerate() {
+        let name = &header.names[i];
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| format!("column `{name}` is not valid UTF-8"))?;
+        let value = match types[i] {
+            ColumnType::String => Value::from(text),
+            ColumnType::Integer => text.trim().parse::<i64>().map(Value::from).map_err(|_| {
+                format!(
+                    "column `{name}` is declared integer, but the cell is `{}`",
+                    shorten(text)
+                )
+            })?,
+            ColumnType::Number => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(Value::from)
+                .ok_or_else(|| {
+                    format!(
+                        "column `{name}` is declared number, but the cell is `{}`",
+                        shorten(text)
+                    )
+                })?,
+            ColumnType::Boolean => match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Value::from(true),
+                "false" | "no" | "0" => Value::from(false),
+                _ => {
+                    return Err(format!(
+                    "column `{name}` is declared boolean, but the cell is `{}` (use true/false)",
+                    shorten(text)
+                ))
+                }
+            },
+        };
+        values.push(value);
+    }
+    Ok(values)
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 20 {
+        format!("{}…", s.chars().take(20).collect::<String>())
+    } else {
+        s.to_owned()
+    }
+}

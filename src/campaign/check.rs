@@ -1,0 +1,1219 @@
+//! Meaning checks: what the schema cannot say.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::model::{
+    ApiVersion, BotRef, BotSpec, CampaignFile, CsvSource, DeliverySpec, JsonlSource,
+    MaxFailuresSpec, MessagingTag, ProjectFile, SourceSpec,
+};
+use super::yaml::{pointer_segment, Document, ScalarStyle};
+use super::{
+    Audience, Bot, Campaign, Content, Delivery, MaxFailures, Message, Parsed, Project, Recipient,
+    Source, SourceKind, TemplateSource, TokenSource,
+};
+use crate::diagnostic::{suggest, Diagnostic, Location, Position, SourceText};
+use crate::render::templates::{TemplateSet, GLOBALS, KEY, WHERE};
+
+const RESERVED_ATTRIBUTES: [&str; 4] = ["bot_token", "block_name", "block_id", "messaging_tag"];
+const TOKEN_KEYS: [&str; 5] = ["token", "bot_token", "access_token", "api_token", "api_key"];
+const PROMOTIONAL: [&str; 11] = [
+    "giảm giá",
+    "khuyến mãi",
+    "khuyến mại",
+    "voucher",
+    "sale",
+    "discount",
+    "coupon",
+    "ưu đãi",
+    "% off",
+    "flash sale",
+    "mã giảm",
+];
+
+/// A literal token anywhere in a file is refused, before anything else.
+pub(super) fn literal_tokens(doc: &Document, source: &Arc<SourceText>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    walk(&doc.value, String::new(), &mut |pointer, key, value| {
+        let at = |p: &str| match doc.spans.key(p) {
+            Some(s) => Location::in_source(source, s.start, s.width),
+            None => Location::file(&source.path),
+        };
+        if let Some(key) = key {
+            let is_attribute = pointer.starts_with("/message/attributes/");
+            if TOKEN_KEYS.contains(&key) && !is_attribute && value.is_string() {
+                out.push(
+                    Diagnostic::error("literal-token", format!("`{key}` holds a literal secret; tokens never live in campaign or project files"))
+                        .at(at(pointer))
+                        .help("put the token in an environment variable (e.g. a CI secret) and name it with `token_env: SMAX_SHOP_TOKEN`, or use `token_file:`"),
+                );
+            }
+        }
+        if let Some(s) = value.as_str() {
+            if s.contains("bot_token=") {
+                out.push(
+                    Diagnostic::error(
+                        "literal-token",
+                        "this value carries `bot_token=`: tokens never live in campaign files",
+                    )
+                    .at(at(pointer))
+                    .help("the tool adds the token from `token_env` when it sends; remove it here"),
+                );
+            }
+        }
+    });
+    out
+}
+
+fn walk(
+    value: &serde_json::Value,
+    pointer: String,
+    f: &mut dyn FnMut(&str, Option<&str>, &serde_json::Value),
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let p = format!("{pointer}/{}", pointer_segment(k));
+                f(&p, Some(k), v);
+                walk(v, p, f);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let p = format!("{pointer}/{i}");
+                f(&p, None, v);
+                walk(v, p, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub(super) fn check_project(project: &Parsed<ProjectFile>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if let Some(url) = &project.content.api_url {
+        check_api_url(url, project.value_at("/api_url"), &mut out);
+    }
+    for (name, bot) in &project.content.bots {
+        let pointer = format!("/bots/{}", pointer_segment(name));
+        token_source(bot, project, &pointer, &mut out);
+    }
+    if let Some(defaults) = project
+        .content
+        .defaults
+        .as_ref()
+        .and_then(|d| d.delivery.as_ref())
+    {
+        let mut delivery = Delivery::default();
+        apply_delivery(
+            &mut delivery,
+            defaults,
+            project,
+            "/defaults/delivery",
+            &mut out,
+        );
+    }
+    out
+}
+
+fn check_api_url(url: &str, at: Location, out: &mut Vec<Diagnostic>) {
+    if !(url.starts_with("http://") || url.starts_with("https://"))
+        || reqwest::Url::parse(url).is_err()
+    {
+        out.push(
+            Diagnostic::error("invalid-api-url", format!("`{url}` is not an http(s) URL"))
+                .at(at)
+                .help("e.g. `https://api.smax.bot`, or `http://127.0.0.1:8787` for the sandbox"),
+        );
+    }
+}
+
+fn token_source<T>(
+    bot: &BotSpec,
+    file: &Parsed<T>,
+    pointer: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Option<TokenSource> {
+    match (&bot.token_env, &bot.token_file) {
+        (Some(env), None) => Some(TokenSource::Env(env.clone())),
+        (None, Some(path)) => {
+            let base = file.source.path.parent().unwrap_or(Path::new("."));
+            Some(TokenSource::File(base.join(path)))
+        }
+        (Some(_), Some(_)) => {
+            out.push(
+                Diagnostic::error(
+                    "token-source",
+                    "a bot names its token once: `token_env` or `token_file`, not both",
+                )
+                .at(file.key_at(&format!("{pointer}/token_file"))),
+            );
+            None
+        }
+        (None, None) => {
+            out.push(
+                Diagnostic::error("token-source", "the bot does not say where its token comes from")
+                    .at(file.key_at(pointer))
+                    .help("add `token_env: SMAX_BOT_TOKEN` (the environment variable that holds the token)"),
+            );
+            None
+        }
+    }
+}
+
+fn apply_delivery<T>(
+    delivery: &mut Delivery,
+    spec: &DeliverySpec,
+    file: &Parsed<T>,
+    pointer: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    if let Some(rate) = spec.rate {
+        delivery.rate = rate;
+        if rate > 25.0 {
+            out.push(
+                Diagnostic::warning("rate-above-platform-limit", format!("rate {rate}/s is above the platform's 25 requests per second per bot"))
+                    .at(file.value_at(&format!("{pointer}/rate")))
+                    .help("`run` refuses it against the real API; it is allowed only against another URL such as the sandbox"),
+            );
+        }
+    }
+    if let Some(c) = spec.concurrency {
+        delivery.concurrency = c;
+    }
+    if let Some(t) = &spec.timeout {
+        match humantime::parse_duration(t) {
+            Ok(d) if !d.is_zero() => delivery.timeout = d,
+            _ => out.push(
+                Diagnostic::error("invalid-duration", format!("`{t}` is not a duration"))
+                    .at(file.value_at(&format!("{pointer}/timeout")))
+                    .help("write it like `10s`, `1m` or `1m 30s`"),
+            ),
+        }
+    }
+    if let Some(r) = spec.retries {
+        delivery.retries = r;
+    }
+    if let Some(r) = spec.retry_unknown {
+        delivery.retry_unknown = r;
+    }
+    if let Some(m) = &spec.max_failures {
+        match parse_max_failures(m) {
+            Some(v) => delivery.max_failures = v,
+            None => out.push(
+                Diagnostic::error(
+                    "invalid-max-failures",
+                    "max_failures is a share up to 100% (`5%`) or a count (`50`)",
+                )
+                .at(file.value_at(&format!("{pointer}/max_failures"))),
+            ),
+        }
+    }
+}
+
+fn parse_max_failures(spec: &MaxFailuresSpec) -> Option<MaxFailures> {
+    match spec {
+        MaxFailuresSpec::Count(n) => Some(MaxFailures::Count(*n)),
+        MaxFailuresSpec::Text(t) => match t.strip_suffix('%') {
+            Some(share) => share
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| (0.0..=100.0).contains(s))
+                .map(|s| MaxFailures::Share(s / 100.0)),
+            None => t.trim().parse::<u64>().ok().map(MaxFailures::Count),
+        },
+    }
+}
+
+/// Maps a byte offset inside a template (the YAML value at `pointer`) to a
+/// position in the file. Exact for one-line plain and quoted scalars (quoted
+/// escapes aside) and for literal block scalars; otherwise the value's start.
+fn template_position(
+    file: &Parsed<CampaignFile>,
+    pointer: &str,
+    template: &str,
+    offset: usize,
+) -> (Position, u32) {
+    let Some(span) = file.spans.value(pointer) else {
+        return (Position { line: 1, col: 1 }, 1);
+    };
+    let offset = offset.min(template.len());
+    let before = template.get(..offset).unwrap_or("");
+    match span.style {
+        ScalarStyle::Plain | ScalarStyle::Quoted if !template.contains('\n') => {
+            let quote = u32::from(span.style == ScalarStyle::Quoted);
+            let col = span.start.col + quote + before.chars().count() as u32;
+            (
+                Position {
+                    line: span.start.line,
+                    col,
+                },
+                1,
+            )
+        }
+        ScalarStyle::Block => {
+            let line_index = before.matches('\n').count() as u32;
+            let line = span.start.line + 1 + line_index;
+            let indent = file
+                .source
+                .line(line)
+                .map(|l| l.chars().take_while(|c| *c == ' ').count() as u32)
+                .unwrap_or(0);
+            let in_line = before.rsplit('\n').next().unwrap_or("").chars().count() as u32;
+            (
+                Position {
+                    line,
+                    col: indent + 1 + in_line,
+                },
+                1,
+            )
+        }
+        _ => (span.start, span.width),
+    }
+}
+
+fn template_location(
+    file: &Parsed<CampaignFile>,
+    pointer: &str,
+    template: &str,
+    range: Option<std::ops::Range<usize>>,
+) -> Location {
+    match range {
+        Some(r) => {
+            let (pos, _) = template_position(file, pointer, template, r.start);
+            let width = template
+                .get(r.clone())
+                .map(|s| s.chars().count() as u32)
+                .unwrap_or(1);
+            Location::in_source(&file.source, pos, width.clamp(1, 80))
+        }
+        None => file.value_at(pointer),
+    }
+}
+
+/// The first whole-word occurrence of `name` in a template, as a byte offset.
+fn find_word(template: &str, name: &str) -> Option<usize> {
+    let bytes = template.as_bytes();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    template.match_indices(name).map(|(i, _)| i).find(|&i| {
+        let before_ok = i == 0 || !is_ident(bytes[i - 1]);
+        let end = i + name.len();
+        let after_ok = end >= bytes.len() || !is_ident(bytes[end]);
+        before_ok && after_ok
+    })
+}
+
+fn resolve_source(
+    spec: &SourceSpec,
+    dir: &Path,
+    file: &Parsed<CampaignFile>,
+    pointer: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Source> {
+    let (path, kind, path_pointer) = match spec {
+        SourceSpec::Csv(CsvSource::Path(p)) => (
+            p.clone(),
+            SourceKind::Csv {
+                types: Vec::new(),
+                delimiter: b',',
+            },
+            format!("{pointer}/csv"),
+        ),
+        SourceSpec::Csv(CsvSource::Detailed(o)) => {
+            let delimiter = match o.delimiter.as_deref() {
+                None => b',',
+                Some(d) if d.len() == 1 => d.as_bytes()[0],
+                Some(d) => {
+                    out.push(
+                        Diagnostic::error(
+                            "invalid-delimiter",
+                            format!("delimiter `{d}` must be one ASCII character"),
+                        )
+                        .at(file.value_at(&format!("{pointer}/csv/delimiter"))),
+                    );
+                    b','
+                }
+            };
+            (
+                o.path.clone(),
+                SourceKind::Csv {
+                    types: o.types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    delimiter,
+                },
+                format!("{pointer}/csv/path"),
+            )
+        }
+        SourceSpec::Jsonl(JsonlSource::Path(p)) => {
+            (p.clone(), SourceKind::Jsonl, format!("{pointer}/jsonl"))
+        }
+        SourceSpec::Jsonl(JsonlSource::Detailed(o)) => (
+            o.path.clone(),
+            SourceKind::Jsonl,
+            format!("{pointer}/jsonl/path"),
+        ),
+        SourceSpec::Users(rows) => {
+            let rows = rows
+                .iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    let line = file
+                        .spans
+                        .value(&format!("{pointer}/users/{i}"))
+                        .map(|s| u64::from(s.start.line))
+                        .unwrap_or(0);
+                    (row.clone(), line)
+                })
+                .collect();
+            return Some(Source {
+                kind: SourceKind::Inline {
+                    rows: Arc::new(rows),
+                },
+                path: file.source.path.clone(),
+            });
+        }
+    };
+    let resolved = super::normalize(&dir.join(&path));
+    if !resolved.is_file() {
+        let reason = if resolved.is_dir() {
+            "is a folder, not a file"
+        } else {
+            "does not exist"
+        };
+        out.push(
+            Diagnostic::error(
+                "missing-file",
+                format!("audience file `{}` {reason}", resolved.display()),
+            )
+            .at(file.value_at(&path_pointer))
+            .help("paths are relative to the campaign file's folder"),
+        );
+        return None;
+    }
+    Some(Source {
+        kind,
+        path: resolved,
+    })
+}
+
+struct TemplateField {
+    pointer: String,
+    source: String,
+    /// Evaluated per audience row (false: applied to suppression rows only is not a thing; all are per row).
+    per_recipient: bool,
+}
+
+fn collect_templates(c: &CampaignFile) -> Vec<TemplateField> {
+    let mut t = Vec::new();
+    let mut push = |pointer: String, source: &str| {
+        t.push(TemplateField {
+            pointer,
+            source: source.to_owned(),
+            per_recipient: true,
+        })
+    };
+    if let Some(w) = &c.audience.where_ {
+        push(WHERE.into(), w);
+    }
+    let r = &c.recipient;
+    for (name, v) in [
+        ("user_id", &r.user_id),
+        ("customer_id", &r.customer_id),
+        ("customer_phone", &r.customer_phone),
+        ("customer_email", &r.customer_email),
+        ("customer_fbid", &r.customer_fbid),
+    ] {
+        if let Some(v) = v {
+            push(format!("/recipient/{name}"), v);
+        }
+    }
+    let m = &c.message;
+    for (name, v) in [
+        ("block_name", &m.block_name),
+        ("block_id", &m.block_id),
+        ("text", &m.text),
+        ("one_time_notif_token", &m.one_time_notif_token),
+        (
+            "notification_messages_token",
+            &m.notification_messages_token,
+        ),
+    ] {
+        if let Some(v) = v {
+            push(format!("/message/{name}"), v);
+        }
+    }
+    if let Some(messages) = &m.messages {
+        for (i, msg) in messages.iter().enumerate() {
+            let v = serde_json::Value::Object(msg.clone());
+            walk(&v, format!("/message/messages/{i}"), &mut |p, _, value| {
+                if let Some(s) = value.as_str() {
+                    push(p.to_owned(), s);
+                }
+            });
+        }
+    }
+    for (name, v) in &m.attributes {
+        push(format!("/message/attributes/{}", pointer_segment(name)), v);
+    }
+    t
+}
+
+/// The default key: the first recipient identifier the campaign sets.
+fn default_key(c: &CampaignFile, api: ApiVersion) -> Option<String> {
+    let r = &c.recipient;
+    let candidates: [&Option<String>; 4] = match api {
+        ApiVersion::V1 => [&r.user_id, &None, &None, &None],
+        ApiVersion::V2 => [
+            &r.customer_id,
+            &r.customer_phone,
+            &r.customer_email,
+            &r.customer_fbid,
+        ],
+    };
+    candidates.into_iter().flatten().next().cloned()
+}
+
+pub fn check_campaign(
+    file: Parsed<CampaignFile>,
+    project: &Project,
+) -> (Option<Campaign>, Vec<Diagnostic>) {
+    let mut out: Vec<Diagnostic> = Vec::new();
+    let c = &file.content;
+    let dir = file
+        .source
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+
+    // The bot.
+    let bot = resolve_bot(&file, project, &mut out);
+    let api = bot.as_ref().map(|b| b.api).unwrap_or(ApiVersion::V2);
+
+    // Fields that fit the API version.
+    check_version_fit(&file, api, &mut out);
+
+    // Content: at most one of block_name / block_id / text / messages.
+    let m = &c.message;
+    let given: Vec<&str> = [
+        ("block_name", m.block_name.is_some()),
+        ("block_id", m.block_id.is_some()),
+        ("text", m.text.is_some()),
+        ("messages", m.messages.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, set)| set.then_some(n))
+    .collect();
+    if given.len() > 1 {
+        out.push(
+            Diagnostic::error(
+                "conflicting-content",
+                format!(
+                    "a message sends one thing, but this one sets {}",
+                    given
+                        .iter()
+                        .map(|g| format!("`{g}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            )
+            .at(file.key_at(&format!("/message/{}", given[1])))
+            .help("keep exactly one of block_name, block_id, text, messages"),
+        );
+    }
+    let content = match (given.first().copied(), api) {
+        (Some("block_name"), _) => Content::BlockName(m.block_name.clone().unwrap_or_default()),
+        (Some("block_id"), _) => Content::BlockId(m.block_id.clone().unwrap_or_default()),
+        (Some("text"), _) => Content::Messages {
+            messages: vec![serde_json::Map::from_iter([(
+                "text".to_string(),
+                serde_json::Value::String(m.text.clone().unwrap_or_default()),
+            )])],
+            from_text: true,
+        },
+        (Some(_), _) => Content::Messages {
+            messages: m.messages.clone().unwrap_or_default(),
+            from_text: false,
+        },
+        (None, ApiVersion::V2) => {
+            out.push(
+                Diagnostic::error(
+                    "missing-content",
+                    "a v2 campaign sends a block or messages, and this one sets neither",
+                )
+                .at(file.key_at("/message"))
+                .help("add `text: \"…\"`, `messages: [...]` or `block_id: \"…\"`"),
+            );
+            Content::AttributesOnly
+        }
+        (None, ApiVersion::V1) => {
+            if m.attributes.is_empty() {
+                out.push(
+                    Diagnostic::error("missing-content", "the message sends nothing: no block and no attributes")
+                        .at(file.key_at("/message"))
+                        .help("add `block_name:` or `block_id:`, or `attributes:` for an attributes-only campaign"),
+                );
+            }
+            Content::AttributesOnly
+        }
+    };
+
+    if m.one_time_notif_token.is_some() && m.notification_messages_token.is_some() {
+        out.push(
+            Diagnostic::error(
+                "conflicting-tokens",
+                "set `one_time_notif_token` or `notification_messages_token`, not both",
+            )
+            .at(file.key_at("/message/notification_messages_token")),
+        );
+    }
+
+    // Attribute names.
+    for name in m.attributes.keys() {
+        let pointer = format!("/message/attributes/{}", pointer_segment(name));
+        if RESERVED_ATTRIBUTES.contains(&name.as_str()) || name.starts_with("chatfuel_") {
+            out.push(
+                Diagnostic::error("reserved-attribute", format!("attribute name `{name}` is reserved by the platform"))
+                    .at(file.key_at(&pointer))
+                    .help("rename the attribute; `bot_token`, `block_name`, `block_id`, `messaging_tag` and names starting `chatfuel_` are the platform's"),
+            );
+        } else if name.is_empty() {
+            out.push(
+                Diagnostic::error("reserved-attribute", "an attribute needs a name")
+                    .at(file.key_at(&pointer)),
+            );
+        }
+    }
+
+    // Identifiers.
+    let r = &c.recipient;
+    match api {
+        ApiVersion::V1 if r.user_id.is_none() => out.push(
+            Diagnostic::error("missing-identifier", "a v1 campaign needs `recipient.user_id` (the messenger user id)")
+                .at(file.key_at("/recipient"))
+                .help("e.g. `user_id: \"{{ messenger_user_id }}\"`"),
+        ),
+        ApiVersion::V2
+            if r.customer_id.is_none() && r.customer_phone.is_none() && r.customer_email.is_none() && r.customer_fbid.is_none() =>
+        {
+            out.push(
+                Diagnostic::error("missing-identifier", "a v2 campaign needs at least one of customer_id, customer_phone, customer_email, customer_fbid")
+                    .at(file.key_at("/recipient"))
+                    .help("e.g. `customer_phone: \"{{ phone }}\"`"),
+            )
+        }
+        _ => {}
+    }
+    if let Some(priority) = &r.priority {
+        let mut seen = HashSet::new();
+        if priority.iter().any(|p| !seen.insert(*p)) {
+            out.push(
+                Diagnostic::error(
+                    "invalid-priority",
+                    "`priority` names each channel at most once",
+                )
+                .at(file.value_at("/recipient/priority")),
+            );
+        }
+    }
+
+    // Templates compile.
+    let fields = collect_templates(c);
+    let key_source = c.audience.key.clone().or_else(|| default_key(c, api));
+    let mut sources: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|f| (f.pointer.as_str(), f.source.as_str()))
+        .collect();
+    if let Some(k) = &key_source {
+        sources.push((KEY, k));
+    }
+    let (set, errors) = TemplateSet::compile(sources.iter().copied());
+    for e in &errors {
+        let pointer = if e.name == KEY && c.audience.key.is_none() {
+            first_identifier_pointer(c, api)
+        } else {
+            e.name.clone()
+        };
+        let template = sources
+            .iter()
+            .find(|(n, _)| *n == e.name)
+            .map(|(_, s)| *s)
+            .unwrap_or("");
+        out.push(
+            Diagnostic::error(
+                "template-syntax",
+                format!(
+                    "template error in {}: {}",
+                    super::schema_check::dotted(&pointer),
+                    e.message
+                ),
+            )
+            .at(template_location(
+                &file,
+                &pointer,
+                template,
+                e.range.clone(),
+            )),
+        );
+    }
+
+    // Audience sources exist; their headers have what templates read.
+    let mut audience_sources = Vec::new();
+    for (i, spec) in c.audience.from.iter().enumerate() {
+        if let Some(s) = resolve_source(spec, &dir, &file, &format!("/audience/from/{i}"), &mut out)
+        {
+            audience_sources.push((i, s));
+        }
+    }
+    let mut exclude_sources = Vec::new();
+    for (i, spec) in c.audience.exclude.iter().enumerate() {
+        if let Some(s) = resolve_source(
+            spec,
+            &dir,
+            &file,
+            &format!("/audience/exclude/{i}"),
+            &mut out,
+        ) {
+            exclude_sources.push((i, s));
+        }
+    }
+    let mut per_row_names: Vec<(String, String, &str)> = Vec::new(); // (variable, template pointer, source)
+    for f in fields.iter().filter(|f| f.per_recipient) {
+        for v in set.undeclared(&f.pointer) {
+            per_row_names.push((v, f.pointer.clone(), &f.source));
+        }
+    }
+    let key_names: Vec<String> = key_source
+        .as_ref()
+        .map(|_| set.undeclared(KEY).into_iter().collect())
+        .unwrap_or_default();
+    for (i, s) in &audience_sources {
+        let pointer = format!("/audience/from/{i}");
+        check_columns(
+            &file,
+            s,
+            &pointer,
+            &per_row_names,
+            &key_names,
+            key_source.as_deref(),
+            c,
+            api,
+            true,
+            &mut out,
+        );
+    }
+    for (i, s) in &exclude_sources {
+        let pointer = format!("/audience/exclude/{i}");
+        check_columns(
+            &file,
+            s,
+            &pointer,
+            &[],
+            &key_names,
+            key_source.as_deref(),
+            c,
+            api,
+            false,
+            &mut out,
+        );
+    }
+
+    // `vars.NAME` must be declared.
+    for f in &fields {
+        if !set.contains(&f.pointer) {
+            continue;
+        }
+        let nested = set_nested(&set, &f.pointer);
+        for var in nested.iter().filter_map(|n| n.strip_prefix("vars.")) {
+            let var = var.split('.').next().unwrap_or(var);
+            if !c.vars.contains_key(var) {
+                let mut d = Diagnostic::error(
+                    "unknown-var",
+                    format!("`vars.{var}` is not declared under `vars:`"),
+                )
+                .at(template_location(
+                    &file,
+                    &f.pointer,
+                    &f.source,
+                    find_word(&f.source, var).map(|o| o..o + var.len()),
+                ));
+                if let Some(s) = suggest(var, c.vars.keys().map(String::as_str)) {
+                    d = d.help(format!("did you mean `vars.{s}`?"));
+                }
+                out.push(d);
+            }
+        }
+    }
+
+    // Messenger policy.
+    policy_warnings(&file, &set, api, &content, &mut out);
+
+    // Delivery.
+    let mut delivery = Delivery::default();
+    if let Some(defaults) = project
+        .content()
+        .and_then(|p| p.defaults.as_ref())
+        .and_then(|d| d.delivery.as_ref())
+    {
+        if let Some(pf) = &project.file {
+            apply_delivery(
+                &mut delivery,
+                defaults,
+                pf,
+                "/defaults/delivery",
+                &mut Vec::new(),
+            );
+        }
+    }
+    if let Some(spec) = &c.delivery {
+        apply_delivery(&mut delivery, spec, &file, "/delivery", &mut out);
+    }
+
+    // Schedule.
+    if let Some(schedule) = &c.schedule {
+        super::check_schedule(&file, schedule, &mut out);
+    }
+
+    let has_errors = out.iter().any(Diagnostic::is_error);
+    let (Some(bot), Some(key), false) = (bot, key_source, has_errors) else {
+        return (None, out);
+    };
+    let mut templates: Vec<TemplateSource> = fields
+        .into_iter()
+        .map(|f| TemplateSource {
+            name: f.pointer,
+            source: f.source,
+        })
+        .collect();
+    templates.push(TemplateSource {
+        name: KEY.into(),
+        source: key.clone(),
+    });
+    let campaign = Campaign {
+        path: file.source.path.clone(),
+        dir,
+        name: c.name.clone(),
+        description: c.description.clone(),
+        bot,
+        vars: c.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        audience: Audience {
+            sources: audience_sources.into_iter().map(|(_, s)| s).collect(),
+            where_expr: c.audience.where_.clone(),
+            exclude: exclude_sources.into_iter().map(|(_, s)| s).collect(),
+            key,
+        },
+        recipient: Recipient {
+            user_id: r.user_id.clone(),
+            customer_id: r.customer_id.clone(),
+            customer_email: r.customer_email.clone(),
+            customer_phone: r.customer_phone.clone(),
+            customer_fbid: r.customer_fbid.clone(),
+            priority: r.priority.clone().unwrap_or_default(),
+        },
+        message: Message {
+            tag: m.tag,
+            content,
+            attributes: m
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            one_time_notif_token: m.one_time_notif_token.clone(),
+            notification_messages_token: m.notification_messages_token.clone(),
+        },
+        schedule: c.schedule.clone(),
+        delivery,
+        templates,
+    };
+    (Some(campaign), out)
+}
+
+fn set_nested(set: &TemplateSet, name: &str) -> BTreeSet<String> {
+    set.undeclared_nested(name).into_iter().collect()
+}
+
+fn first_identifier_pointer(c: &CampaignFile, api: ApiVersion) -> String {
+    let r = &c.recipient;
+    let names: &[(&str, &Option<String>)] = match api {
+        ApiVersion::V1 => &[("user_id", &r.user_id)],
+        ApiVersion::V2 => &[
+            ("customer_id", &r.customer_id),
+            ("customer_phone", &r.customer_phone),
+            ("customer_email", &r.customer_email),
+            ("customer_fbid", &r.customer_fbid),
+        ],
+    };
+    names
+        .iter()
+        .find(|(_, v)| v.is_some())
+        .map(|(n, _)| format!("/recipient/{n}"))
+        .unwrap_or_else(|| "/recipient".into())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_columns(
+    file: &Parsed<CampaignFile>,
+    source: &Source,
+    pointer: &str,
+    names: &[(String, String, &str)],
+    key_names: &[String],
+    key_source: Option<&str>,
+    c: &CampaignFile,
+    api: ApiVersion,
+    is_audience: bool,
+    out: &mut Vec<Diagnostic>,
+) {
+    let SourceKind::Csv { types, delimiter } = &source.kind else {
+        return;
+    };
+    let header = match crate::audience::read_csv_header(&source.path, *delimiter) {
+        Ok(h) => h,
+        Err(reason) => {
+            out.push(
+                Diagnostic::error(
+                    "unreadable-audience",
+                    format!(
+                        "cannot read the header of `{}`: {reason}",
+                        source.path.display()
+                    ),
+                )
+                .at(file.value_at(pointer)),
+            );
+            return;
+        }
+    };
+    let columns: HashSet<&str> = header.iter().map(String::as_str).collect();
+    let shown = header
+        .iter()
+        .map(|h| format!("`{h}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut reported = HashSet::new();
+    let key_pointer = if c.audience.key.is_some() {
+        KEY.to_string()
+    } else {
+        first_identifier_pointer(c, api)
+    };
+    let key_template = key_source.unwrap_or("");
+    let key_entries: Vec<(String, String, &str)> = key_names
+        .iter()
+        .map(|n| (n.clone(), key_pointer.clone(), key_template))
+        .collect();
+    for (var, template_pointer, template) in names.iter().chain(key_entries.iter()) {
+        if GLOBALS.contains(&var.as_str())
+            || columns.contains(var.as_str())
+            || !reported.insert(var.clone())
+        {
+            continue;
+        }
+        let template_pointer = if template_pointer == KEY {
+            "/audience/key"
+        } else {
+            template_pointer.as_str()
+        };
+        let range = find_word(template, var).map(|o| o..o + var.len());
+        let what = if is_audience {
+            "audience file"
+        } else {
+            "suppression list"
+        };
+        let mut d = Diagnostic::error(
+            "unknown-template-variable",
+            format!(
+                "{} uses `{var}`, which is not a column of the {what} `{}`",
+                super::schema_check::dotted(template_pointer),
+                source.path.display()
+            ),
+        )
+        .at(template_location(file, template_pointer, template, range));
+        d = match suggest(var, header.iter().map(String::as_str)) {
+            Some(s) => d.help(format!("did you mean `{s}`? the columns are {shown}")),
+            None => d.help(format!("the columns are {shown}")),
+        };
+        out.push(d);
+    }
+    for (name, _) in types {
+        if !columns.contains(name.as_str()) {
+            let mut d = Diagnostic::error(
+                "unknown-column",
+                format!(
+                    "`types` names `{name}`, which is not a column of `{}`",
+                    source.path.display()
+                ),
+            )
+            .at(file.key_at(&format!("{pointer}/csv/types/{}", pointer_segment(name))));
+            if let Some(s) = suggest(name, header.iter().map(String::as_str)) {
+                d = d.help(format!("did you mean `{s}`?"));
+            }
+            out.push(d);
+        }
+    }
+}
+
+fn resolve_bot(
+    file: &Parsed<CampaignFile>,
+    project: &Project,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Bot> {
+    let (name, spec, bot_file_pointer): (Option<String>, BotSpec, Option<String>) = match &file
+        .content
+        .bot
+    {
+        BotRef::Inline(spec) => (None, spec.clone(), Some("/bot".into())),
+        BotRef::Named(name) => {
+            let Some(project_file) = &project.file else {
+                out.push(
+                    Diagnostic::error("unknown-bot", format!("bot `{name}` is a name, but no smax.yaml was found above this campaign"))
+                        .at(file.value_at("/bot"))
+                        .help("add smax.yaml with `bots: {{ name: {{ id: …, token_env: … }} }}`, pass --config, or define the bot inline"),
+                );
+                return None;
+            };
+            match project_file.content.bots.get(name) {
+                Some(spec) => (Some(name.clone()), spec.clone(), None),
+                None => {
+                    let known: Vec<&str> = project_file
+                        .content
+                        .bots
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    let mut d = Diagnostic::error(
+                        "unknown-bot",
+                        format!(
+                            "bot `{name}` is not defined in {}",
+                            project_file.source.path.display()
+                        ),
+                    )
+                    .at(file.value_at("/bot"));
+                    d = match suggest(name, known.iter().copied()) {
+                        Some(s) => d.help(format!("did you mean `{s}`?")),
+                        None if known.is_empty() => d.help("smax.yaml defines no bots"),
+                        None => d.help(format!("defined bots: {}", known.join(", "))),
+                    };
+                    out.push(d);
+                    return None;
+                }
+            }
+        }
+    };
+    let token = match &bot_file_pointer {
+        Some(p) => token_source(&spec, file, p, out),
+        // A named bot's token source was checked with the project file.
+        None => spec.token_env.clone().map(TokenSource::Env).or_else(|| {
+            let base = project
+                .file
+                .as_ref()
+                .and_then(|f| f.source.path.parent())
+                .unwrap_or(Path::new("."));
+            spec.token_file
+                .as_ref()
+                .map(|f| TokenSource::File(base.join(f)))
+        }),
+    }?;
+    Some(Bot {
+        name,
+        id: spec.id.clone(),
+        api: spec.api.unwrap_or(ApiVersion::V2),
+        tag_style: spec.v1_tag_style.unwrap_or_default(),
+        token,
+    })
+}
+
+fn check_version_fit(file: &Parsed<CampaignFile>, api: ApiVersion, out: &mut Vec<Diagnostic>) {
+    let c = &file.content;
+    let (r, m) = (&c.recipient, &c.message);
+    let mut not_in = |pointer: &str, field: &str, help: &str| {
+        out.push(
+            Diagnostic::error(
+                "field-not-in-api-version",
+                format!("`{field}` is not part of the {} API", api.as_str()),
+            )
+            .at(file.key_at(pointer))
+            .help(help.to_owned()),
+        );
+    };
+    match api {
+        ApiVersion::V1 => {
+            for (name, set) in [
+                ("customer_id", r.customer_id.is_some()),
+                ("customer_phone", r.customer_phone.is_some()),
+                ("customer_email", r.customer_email.is_some()),
+                ("customer_fbid", r.customer_fbid.is_some()),
+                ("priority", r.priority.is_some()),
+            ] {
+                if set {
+                    not_in(&format!("/recipient/{name}"), &format!("recipient.{name}"), "v1 addresses users by `user_id`; set `api: v2` on the bot to use customer identifiers");
+                }
+            }
+            for (name, set) in [
+                ("text", m.text.is_some()),
+                ("messages", m.messages.is_some()),
+                ("one_time_notif_token", m.one_time_notif_token.is_some()),
+                (
+                    "notification_messages_token",
+                    m.notification_messages_token.is_some(),
+                ),
+            ] {
+                if set {
+                    not_in(&format!("/message/{name}"), &format!("message.{name}"), "v1 sends blocks (`block_name`/`block_id`) and attributes; text messages need `api: v2`");
+                }
+            }
+            if m.tag == Some(MessagingTag::HumanAgent) {
+                out.push(
+                    Diagnostic::error("tag-not-in-api-version", "HUMAN_AGENT is a v2 tag; v1 accepts CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE, ACCOUNT_UPDATE")
+                        .at(file.value_at("/message/tag")),
+                );
+            }
+        }
+        ApiVersion::V2 => {
+            if r.user_id.is_some() {
+                not_in("/recipient/user_id", "recipient.user_id", "v2 addresses customers by customer_id, customer_phone, customer_email or customer_fbid (the messenger id is `customer_fbid`)");
+            }
+            if m.block_name.is_some() {
+                not_in(
+                    "/message/block_name",
+                    "message.block_name",
+                    "v2 sends a block by `block_id`, or text with `text:`",
+                );
+            }
+            if !m.attributes.is_empty() {
+                out.push(
+                    Diagnostic::warning("undocumented-v2-attributes", "v2 attributes travel as extra top-level fields, which the platform's page does not document")
+                        .at(file.key_at("/message/attributes"))
+                        .help("existing integrations do this; check with a test send that the platform stores them"),
+                );
+            }
+        }
+    }
+}
+
+fn policy_warnings(
+    file: &Parsed<CampaignFile>,
+    set: &TemplateSet,
+    api: ApiVersion,
+    content: &Content,
+    out: &mut Vec<Diagnostic>,
+) {
+    let m = &file.content.message;
+    match m.tag {
+        Some(MessagingTag::HumanAgent) if api == ApiVersion::V2 => out.push(
+            Diagnostic::warning("human-agent-tag", "HUMAN_AGENT is reserved for replies by a human agent within 7 days, not broadcasts")
+                .at(file.value_at("/message/tag"))
+                .help("Meta may restrict the page for misuse; use a tag that fits the message, or none"),
+        ),
+        None => out.push(
+            Diagnostic::warning("missing-tag", "the message has no `tag`: users outside the 24-hour window won't receive it")
+                .at(file.key_at("/message"))
+                .help("add `tag: CONFIRMED_EVENT_UPDATE`, `POST_PURCHASE_UPDATE` or `ACCOUNT_UPDATE` if the message fits one"),
+        ),
+        _ => {}
+    }
+    if m.one_time_notif_token.is_some()
+        && set.contains("/message/one_time_notif_token")
+        && !set.varies_per_row("/message/one_time_notif_token")
+    {
+        out.push(
+            Diagnostic::warning("constant-otn-token", "`one_time_notif_token` is the same for every recipient, but each token is single-use")
+                .at(file.value_at("/message/one_time_notif_token"))
+                .help("take it from the row, e.g. `\"{{ otn_token }}\"`; at plan time a token already used by an earlier row makes that row invalid"),
+        );
+    }
+    if m.tag.is_some() {
+        let mut texts: Vec<(String, String)> = Vec::new();
+        if let Some(b) = &m.block_name {
+            texts.push(("/message/block_name".into(), b.clone()));
+        }
+        if let Content::Messages {
+            messages,
+            from_text,
+        } = content
+        {
+            if *from_text {
+                texts.push(("/message/text".into(), m.text.clone().unwrap_or_default()));
+            } else {
+                for (i, msg) in messages.iter().enumerate() {
+                    walk(
+                        &serde_json::Value::Object(msg.clone()),
+                        format!("/message/messages/{i}"),
+                        &mut |p, _, v| {
+                            if let Some(s) = v.as_str() {
+                                texts.push((p.to_owned(), s.to_owned()));
+                            }
+                        },
+                    );
+                }
+            }
+        }
+        for (pointer, text) in texts {
+            let lower = without_template_code(&text).to_lowercase();
+            let word = PROMOTIONAL
+                .iter()
+                .find(|w| contains_word(&lower, w))
+                .copied()
+                .or_else(|| percent_off(&lower));
+            if let Some(word) = word {
+                let offset = lower.find(word).unwrap_or(0);
+                out.push(
+                    Diagnostic::warning("promotional-tagged-message", format!("a tagged message must not carry promotions, and this one says “{word}”"))
+                        .at(template_location(file, &pointer, &text, Some(offset..offset + word.len())))
+                        .help("send promotions without a tag (inside the 24-hour window), or keep the tagged message to the update itself"),
+                );
+            }
+        }
+    }
+}
+
+fn contains_word(haystack: &str, word: &str) -> bool {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    haystack.match_indices(word).any(|(i, _)| {
+        let before = haystack[..i].chars().next_back();
+        let after = haystack[i + word.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
+
+/// The literal text of a template: `{{ … }}`, `{% … %}` and `{# … #}` blanked
+/// out with spaces of the same length, so offsets still match the source.
+fn without_template_code(template: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find(['{']) {
+        let close = match rest.get(start + 1..start + 2) {
+            Some("{") => "}}",
+            Some("%") => "%}",
+            Some("#") => "#}",
+            _ => {
+                out.push_str(&rest[..=start]);
+                rest = &rest[start + 1..];
+                continue;
+            }
+        };
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find(close)
+            .map(|e| start + e + 2)
+            .unwrap_or(rest.len());
+        out.extend(std::iter::repeat_n(' ', rest[start..end].len()));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// "20%" or "20 %" (a discount), but not "100% of your order is shipped".
+fn percent_off(lower: &str) -> Option<&'static str> {
+    let bytes = lower.as_bytes();
+    for (i, _) in lower.match_indices('%') {
+        let digits_before = i > 0 && bytes[i - 1].is_ascii_digit()
+            || i > 1 && bytes[i - 1] == b' ' && bytes[i - 2].is_ascii_digit();
+        let after = lower[i + 1..].trim_start();
+        if digits_before
+            && (after.starts_with("off") || after.starts_with("giảm") || lower[..i].contains('-'))
+        {
+            return Some("%");
+        }
+    }
+    None
+}

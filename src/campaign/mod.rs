@@ -1,0 +1,419 @@
+//! Campaign and project files: parse (keeping positions), check against the
+//! JSON Schema, then check meaning, and produce a validated [`Campaign`].
+//!
+//! Every problem becomes a [`Diagnostic`] pointing at file:line:column; a file
+//! with errors yields no `Campaign`, so nothing downstream ever sees one.
+
+mod check;
+pub mod model;
+mod schema_check;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+pub use self::check::check_campaign;
+pub use self::model::{ApiVersion, ColumnType, MessagingTag, PriorityChannel, TagStyle};
+use self::model::{ProjectFile, ScheduleSpec};
+use self::yaml::Spans;
+use crate::diagnostic::{Diagnostic, Location, SourceText};
+
+pub const DEFAULT_API_URL: &str = "https://api.smax.bot";
+pub const PROJECT_FILE: &str = "smax.yaml";
+
+/// A parsed file that passed the schema: the typed content plus what is
+/// needed to point into it.
+#[derive(Debug)]
+pub struct Parsed<T> {
+    pub content: T,
+    pub raw: serde_json::Value,
+    pub source: Arc<SourceText>,
+    pub spans: Spans,
+}
+
+impl<T> Parsed<T> {
+    /// A location for the key at `pointer` (or its nearest ancestor).
+    pub fn key_at(&self, pointer: &str) -> Location {
+        match self.spans.key(pointer) {
+            Some(s) => Location::in_source(&self.source, s.start, s.width),
+            None => Location::file(&self.source.path),
+        }
+    }
+
+    /// A location for the value at `pointer` (or its nearest ancestor).
+    pub fn value_at(&self, pointer: &str) -> Location {
+        match self.spans.value(pointer) {
+            Some(s) => Location::in_source(&self.source, s.start, s.width),
+            None => Location::file(&self.source.path),
+        }
+    }
+}
+
+fn read_source(path: &Path) -> Result<Arc<SourceText>, Vec<Diagnostic>> {
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Ok(SourceText::new(
+                path,
+                text.trim_start_matches('\u{feff}').to_owned(),
+            )),
+            Err(_) => Err(vec![Diagnostic::error(
+                "not-utf8",
+                "the file is not valid UTF-8",
+            )
+            .at(Location::file(path))
+            .help("save it as UTF-8")]),
+        },
+        Err(e) => Err(vec![Diagnostic::error(
+            "unreadable-file",
+            format!("cannot read the file: {}", io_reason(&e)),
+        )
+        .at(Location::file(path))]),
+    }
+}
+
+/// Human words for an I/O error (never Rust's Debug form).
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "it is a folder, not a file".into(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
+    }
+}
+
+fn parse_file<T: DeserializeOwned>(
+    path: &Path,
+    which: schema_check::Which,
+) -> Result<Parsed<T>, Vec<Diagnostic>> {
+    let source = read_source(path)?;
+    let doc = yaml::parse(&source.text).map_err(|e| {
+        vec![
+            Diagnostic::error("yaml-syntax", format!("YAML syntax error: {}", e.message))
+                .at(Location::in_source(&source, e.position, 1))
+                .help("check the indentation and quoting on this line or the one before it"),
+        ]
+    })?;
+    if doc.value.is_null() {
+        return Err(vec![
+            Diagnostic::error("empty-file", "the file is empty").at(Location::file(path))
+        ]);
+    }
+    let mut errors = check::literal_tokens(&doc, &source);
+    // A literal token is also an unknown key to the schema; say it once.
+    let token_places: Vec<_> = errors
+        .iter()
+        .filter_map(|d| d.location.as_ref().and_then(|l| l.position))
+        .collect();
+    errors.extend(
+        schema_check::check(which, &doc, &source)
+            .into_iter()
+            .filter(|d| {
+                !(d.code == "unknown-key"
+                    && d.location
+                        .as_ref()
+                        .and_then(|l| l.position)
+                        .is_some_and(|p| token_places.contains(&p)))
+            }),
+    );
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let content = serde_json::from_value::<T>(doc.value.clone()).map_err(|e| {
+        vec![
+            Diagnostic::error("schema", format!("the file does not fit its schema: {e}"))
+                .at(Location::file(path)),
+        ]
+    })?;
+    Ok(Parsed {
+        content,
+        raw: doc.value,
+        source,
+        spans: doc.spans,
+    })
+}
+
+/// The project file and where it sits.
+#[derive(Debug)]
+pub struct Project {
+    /// The folder that holds smax.yaml (or the current folder without one):
+    /// relative `state` paths and `.smax/` live here.
+    pub root: PathBuf,
+    pub file: Option<Parsed<ProjectFile>>,
+}
+
+impl Project {
+    pub fn none(root: PathBuf) -> Self {
+        Project { root, file: None }
+    }
+
+    pub fn content(&self) -> Option<&ProjectFile> {
+        self.file.as_ref().map(|f| &f.content)
+    }
+
+    pub fn api_url(&self) -> Option<&str> {
+        self.content().and_then(|p| p.api_url.as_deref())
+    }
+
+    /// The state database path the project names (default `.smax/state.db`).
+    pub fn state_path(&self) -> PathBuf {
+        let rel = self
+            .content()
+            .and_then(|p| p.state.as_deref())
+            .unwrap_or(".smax/state.db");
+        self.root.join(rel)
+    }
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system (paths in messages
+/// should read the way people write them).
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Walks up from `start` looking for smax.yaml, like git looks for `.git`.
+pub fn find_project_file(start: &Path) -> Option<PathBuf> {
+    let start = if start.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        start
+    };
+    let absolute = std::path::absolute(start).ok()?;
+    absolute
+        .ancestors()
+        .map(|dir| dir.join(PROJECT_FILE))
+        .find(|candidate| candidate.is_file())
+        .map(|found| relative_to_cwd(&found))
+}
+
+fn relative_to_cwd(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// Loads and checks a project file.
+pub fn load_project(path: &Path) -> Result<Project, Vec<Diagnostic>> {
+    let parsed = parse_file::<ProjectFile>(path, schema_check::Which::Project)?;
+    let errors = check::check_project(&parsed);
+    if errors.iter().any(Diagnostic::is_error) {
+        return Err(errors);
+    }
+    let root = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(Project {
+        root,
+        file: Some(parsed),
+    })
+}
+
+/// Finds (or takes `explicit`) and loads the project file for a campaign.
+pub fn project_for(campaign: &Path, explicit: Option<&Path>) -> Result<Project, Vec<Diagnostic>> {
+    let found = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => find_project_file(campaign.parent().unwrap_or(Path::new("."))),
+    };
+    match found {
+        Some(path) => load_project(&path),
+        None => Ok(Project::none(PathBuf::from("."))),
+    }
+}
+
+/// Parses a campaign file up to the schema (no meaning checks).
+pub fn parse_campaign(path: &Path) -> Result<Parsed<model::CampaignFile>, Vec<Diagnostic>> {
+    parse_file(path, schema_check::Which::Campaign)
+}
+
+/// Loads a campaign: parse, schema, meaning. Returns the campaign (when it has
+/// no errors) and every diagnostic, warnings included.
+pub fn load_campaign(path: &Path, project: &Project) -> (Option<Campaign>, Vec<Diagnostic>) {
+    match parse_campaign(path) {
+        Ok(parsed) => check_campaign(parsed, project),
+        Err(diagnostics) => (None, diagnostics),
+    }
+}
+
+// ---- the validated campaign ------------------------------------------------
+
+/// Where a bot's token comes from. The token itself is read only when sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Bot {
+    /// The name in smax.yaml, when the campaign refers to one.
+    pub name: Option<String>,
+    pub id: String,
+    pub api: ApiVersion,
+    pub tag_style: TagStyle,
+    pub token: TokenSource,
+}
+
+impl Bot {
+    /// How people refer to the bot: its name, or its id.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Csv {
+        types: Vec<(String, ColumnType)>,
+        delimiter: u8,
+    },
+    Jsonl,
+    /// Rows written in the campaign file, each with its line there.
+    Inline {
+        rows: Arc<Vec<(serde_json::Map<String, serde_json::Value>, u64)>>,
+    },
+}
+
+/// One audience source, its path resolved against the campaign's folder.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub kind: SourceKind,
+    /// The file to read (for inline rows: the campaign file).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Audience {
+    pub sources: Vec<Source>,
+    pub where_expr: Option<String>,
+    pub exclude: Vec<Source>,
+    /// The key template (default: the first recipient identifier).
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Recipient {
+    pub user_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer_email: Option<String>,
+    pub customer_phone: Option<String>,
+    pub customer_fbid: Option<String>,
+    pub priority: Vec<PriorityChannel>,
+}
+
+/// What a campaign sends besides attributes.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// V1 attributes-only: set user attributes, send no block.
+    AttributesOnly,
+    BlockName(String),
+    BlockId(String),
+    /// V2 messages; every string inside is a template. `text:` is the
+    /// shorthand for one text message.
+    Messages {
+        messages: Vec<serde_json::Map<String, serde_json::Value>>,
+        from_text: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub tag: Option<MessagingTag>,
+    pub content: Content,
+    pub attributes: Vec<(String, String)>,
+    pub one_time_notif_token: Option<String>,
+    pub notification_messages_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxFailures {
+    /// A share of attempts, 0..=1, applied after 100 attempts.
+    Share(f64),
+    Count(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub rate: f64,
+    pub concurrency: u32,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub max_failures: MaxFailures,
+    pub retry_unknown: bool,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            rate: 25.0,
+            concurrency: 8,
+            timeout: Duration::from_secs(10),
+            retries: 5,
+            max_failures: MaxFailures::Share(0.05),
+            retry_unknown: false,
+        }
+    }
+}
+
+/// A template of the campaign: its source and the JSON pointer of its field.
+#[derive(Debug, Clone)]
+pub struct TemplateSource {
+    pub name: String,
+    pub source: String,
+}
+
+/// A campaign that passed every check. Only this type reaches rendering and delivery.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    pub bot: Bot,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    pub audience: Audience,
+    pub recipient: Recipient,
+    pub message: Message,
+    pub schedule: Option<ScheduleSpec>,
+    pub delivery: Delivery,
+    /// Every template of the campaign, in file order.
+    pub templates: Vec<TemplateSource>,
+}
+
+/// Schedule checks (cron, time zone, bounds, window).
+fn check_schedule(
+    file: &Parsed<model::CampaignFile>,
+    spec: &ScheduleSpec,
+    out: &mut Vec<Diagnostic>,
+) {
+    // Placeholder until the schedule module lands in this tree.
+    let _ = (file, spec, out);
+}

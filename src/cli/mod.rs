@@ -1,0 +1,228 @@
+//! What the user typed: clap definitions only, no I/O and no logic.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "smax-campaign",
+    version,
+    about = "Campaigns kept in git, delivered through the smax.bot Broadcasting API",
+    long_about = "Campaigns kept in git, delivered through the smax.bot Broadcasting API.\n\nValidate campaign files, preview exactly what every user would receive, and send at the platform's rate limit, resumably."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// The project file (default: smax.yaml found by walking up from the campaign).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Base URL of the API (default: smax.yaml `api_url`, else https://api.smax.bot).
+    #[arg(long, global = true, env = "SMAX_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+    /// The state database (default: smax.yaml `state`, else .smax/state.db).
+    #[arg(long, global = true, env = "SMAX_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Print less: errors and the final summary only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more (repeat for debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// When to use colour.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub color: ColorWhen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check campaign files: schema, then meaning (templates, columns, cron, policy).
+    Validate(ValidateArgs),
+    /// Dry-run: read the audience, render every recipient, send nothing.
+    Plan(PlanArgs),
+    /// Send campaigns (or every due scheduled run with --due).
+    Run(RunArgs),
+    /// Runs and their counts from the state store.
+    Status(StatusArgs),
+    /// Which scheduled runs are due now (or at --at TIME).
+    Due(DueArgs),
+    /// A local, strict stand-in for the smax.bot API.
+    Sandbox(SandboxArgs),
+    /// Print a JSON Schema.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValidateFormat {
+    Text,
+    Json,
+    Github,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Campaign files or folders (default: campaigns/).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
+    pub format: ValidateFormat,
+    /// Fail (exit 2) on warnings too.
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PlanOptions {
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// How many rendered requests to show.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub sample: usize,
+    /// Write every rendered request as JSON lines (tokens redacted).
+    #[arg(long, value_name = "FILE")]
+    pub requests: Option<PathBuf>,
+    /// Exit 1 when any recipient is invalid.
+    #[arg(long)]
+    pub fail_on_invalid: bool,
+    /// Evaluate schedules at TIME instead of now (RFC 3339, or local `YYYY-MM-DD HH:MM`).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The campaign file.
+    pub campaign: PathBuf,
+    #[command(flatten)]
+    pub options: PlanOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Campaign files.
+    #[arg(value_name = "CAMPAIGN", required_unless_present = "due")]
+    pub campaigns: Vec<PathBuf>,
+    /// Run every campaign in DIR with a due occurrence (default campaigns/).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "campaigns", conflicts_with = "campaigns")]
+    pub due: Option<PathBuf>,
+    /// Same as `plan`: render everything, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub options: PlanOptions,
+    /// Write a JSON report of the run.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Retry recipients the platform rejected in an earlier attempt of this run.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Resend recipients whose outcome is unknown (they may get the message twice).
+    #[arg(long)]
+    pub resend_unknown: bool,
+    /// Resume even though the message, tag, bot or attributes changed since the run started.
+    #[arg(long)]
+    pub accept_changes: bool,
+    /// Wait up to DURATION for another process's lock instead of exiting 3.
+    #[arg(long, value_name = "DURATION")]
+    pub wait_lock: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecipientFilter {
+    Failed,
+    Unknown,
+    Sent,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A campaign file, campaign name or run id (default: every run).
+    pub target: Option<String>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// List the recipients of a run with this outcome.
+    #[arg(long, value_enum)]
+    pub recipients: Option<RecipientFilter>,
+    /// At most this many recipients.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DueFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DueArgs {
+    /// Folder of campaigns (default campaigns/).
+    #[arg(default_value = "campaigns")]
+    pub dir: PathBuf,
+    /// Evaluate at TIME instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    #[arg(long, value_enum, default_value_t = DueFormat::Text)]
+    pub format: DueFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: String,
+    /// A bot the sandbox knows: `ID=TOKEN` (repeatable). The token may also be `env:VAR`.
+    #[arg(long = "bot", value_name = "ID=TOKEN")]
+    pub bots: Vec<String>,
+    /// 429 past this many requests per bot in any 1-second window.
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Inject faults by share, e.g. `500:0.05,timeout:0.02,reject:0.01,429:0.01`.
+    #[arg(long, value_name = "SPEC")]
+    pub fail: Option<String>,
+    /// Seed for fault injection.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Added to every answer, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency: u64,
+    /// Write every request as a JSON line to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Known user ids / customer identifiers, one a line; others get 404.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    Campaign,
+    Project,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    #[arg(value_enum, default_value_t = SchemaKind::Campaign)]
+    pub kind: SchemaKind,
+}

@@ -1,0 +1,45 @@
+//! What people read about plans and runs: text, JSON and markdown.
+
+mod plan;
+
+pub use plan::{request_json, PlanReport};
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A duration for people: `0s`, `44.7s`, `12m 5s`, `11h 6m`.
+pub fn human_duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "unknown".into();
+    }
+    if seconds < 60.0 {
+        let s = format!("{seconds:.1}");
+        return format!("{}s", s.strip_suffix(".0").unwrap_or(&s));
+    }
+    let total = seconds.round() as u64;
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
+    match (h, m) {
+        (0, _) => format!("{m}m {s}s"),
+        (h, m) if h < 48 => format!("{h}h {m}m"),
+        (h, _) => format!("{}d {}h", h / 24, h % 24),
+    }
+}
+
+/// The bot as plans and reports show it.
+pub fn plan_bot_info(campaign: &crate::campaign::Campaign) -> plan::BotInfo {
+    plan::BotInfo {
+        name: campaign.bot.name.clone(),
+        id: campaign.bot.id.clone(),
+        api: campaign.bot.api.as_str(),
+    }
+}
