@@ -20,3 +20,5 @@ pub mod schedule;
 pub mod state;
 
 pub use commands::{run, ExitStatus};
+pub mod delivery;
+pub mod redact;

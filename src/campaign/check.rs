@@ -771,9 +771,10 @@ pub fn check_campaign(
     }
 
     // Schedule.
-    if let Some(schedule) = &c.schedule {
-        super::check_schedule(&file, schedule, &mut out);
-    }
+    let schedule = c
+        .schedule
+        .as_ref()
+        .and_then(|spec| super::check_schedule(&file, spec, &mut out));
 
     let has_errors = out.iter().any(Diagnostic::is_error);
     let (Some(bot), Some(key), false) = (bot, key_source, has_errors) else {
@@ -822,7 +823,7 @@ pub fn check_campaign(
             one_time_notif_token: m.one_time_notif_token.clone(),
             notification_messages_token: m.notification_messages_token.clone(),
         },
-        schedule: c.schedule.clone(),
+        schedule,
         delivery,
         templates,
     };

@@ -402,18 +402,49 @@ pub struct Campaign {
     pub audience: Audience,
     pub recipient: Recipient,
     pub message: Message,
-    pub schedule: Option<ScheduleSpec>,
+    pub schedule: Option<crate::schedule::Schedule>,
     pub delivery: Delivery,
     /// Every template of the campaign, in file order.
     pub templates: Vec<TemplateSource>,
 }
 
-/// Schedule checks (cron, time zone, bounds, window).
+/// Schedule checks (cron, time zone, bounds, window), each error at its field.
 fn check_schedule(
     file: &Parsed<model::CampaignFile>,
     spec: &ScheduleSpec,
     out: &mut Vec<Diagnostic>,
-) {
-    // Placeholder until the schedule module lands in this tree.
-    let _ = (file, spec, out);
+) -> Option<crate::schedule::Schedule> {
+    let input = crate::schedule::ScheduleInput {
+        at: spec.at.as_deref(),
+        cron: spec.cron.as_deref(),
+        timezone: spec.timezone.as_deref(),
+        starts: spec.starts.as_deref(),
+        ends: spec.ends.as_deref(),
+        catch_up: spec.catch_up.as_deref(),
+        window: spec.window.as_deref(),
+    };
+    match crate::schedule::parse_schedule(&input) {
+        Ok(s) => Some(s),
+        Err(errors) => {
+            for e in errors {
+                let pointer = if e.field == "schedule" {
+                    "/schedule".to_string()
+                } else {
+                    format!("/schedule/{}", e.field)
+                };
+                let code = match e.field {
+                    "cron" => "invalid-cron",
+                    "timezone" => "invalid-timezone",
+                    "window" => "invalid-window",
+                    _ => "invalid-schedule",
+                };
+                let mut d = Diagnostic::error(code, e.message).at(file.value_at(&pointer));
+                if let Some(help) = e.help {
+                    d = d.help(help);
+                }
+                out.push(d);
+            }
+            None
+        }
+    }
 }

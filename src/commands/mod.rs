@@ -1,6 +1,8 @@
 //! One file per subcommand: resolve inputs, orchestrate, print.
 
 mod plan;
+mod run;
+// mod sandbox; (until the sandbox module lands)
 mod schema;
 mod validate;
 
@@ -64,10 +66,10 @@ pub fn run(cli: Cli) -> ExitStatus {
             ([one], None) => plan::run(&global, one, &args.options),
             _ => usage_error("`run --dry-run` previews one campaign; use `plan CAMPAIGN` for each"),
         },
-        Command::Run(_) => usage_error("`run` is not available in this build yet"),
+        Command::Run(args) => run::run(&global, &args),
         Command::Status(_) => usage_error("`status` is not available in this build yet"),
         Command::Due(_) => usage_error("`due` is not available in this build yet"),
-        Command::Sandbox(_) => usage_error("`sandbox` is not available in this build yet"),
+        Command::Sandbox(_) => usage_error("sandbox: not in this build yet"),
         Command::Schema(args) => schema::run(&args),
     }
 }
@@ -79,13 +81,13 @@ pub(crate) fn usage_error(message: &str) -> ExitStatus {
 
 pub(crate) fn print_out(text: &str) {
     let mut out = anstream::stdout();
-    let _ = out.write_all(text.as_bytes());
+    let _ = out.write_all(crate::redact::scrub(text).as_bytes());
     let _ = out.flush();
 }
 
 pub(crate) fn print_err(text: &str) {
     let mut err = anstream::stderr();
-    let _ = err.write_all(text.as_bytes());
+    let _ = err.write_all(crate::redact::scrub(text).as_bytes());
     let _ = err.flush();
 }
 

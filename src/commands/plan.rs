@@ -1,13 +1,17 @@
+use std::collections::HashSet;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{eprint_diagnostics, print_err, print_out, ExitStatus};
 use crate::api::wire::BotEndpoint;
 use crate::campaign::{self, Campaign, DEFAULT_API_URL};
 use crate::cli::{GlobalArgs, PlanOptions, ReportFormat};
 use crate::diagnostic::{Diagnostic, Location, Tally};
-use crate::plan::{preview_run, suppression_set, InvalidRow, Pipeline, PlanError, Planned};
-use crate::render::Renderer;
+use crate::plan::{
+    preview_run, suppression_set, InvalidRow, Pipeline, PlanError, Planned, PriorLookup,
+};
+use crate::render::{Renderer, RunInfo};
 use crate::report::{request_json, PlanReport};
 
 /// A campaign ready to plan or send.
@@ -61,6 +65,25 @@ pub(crate) fn prepare(global: &GlobalArgs, path: &Path) -> Result<Prepared, Exit
     })
 }
 
+/// `--at TIME` (in the campaign's zone when it has no offset), or now.
+pub(crate) fn resolve_at(
+    at: Option<&str>,
+    campaign: &Campaign,
+) -> Result<chrono::DateTime<chrono::Utc>, ExitStatus> {
+    let Some(text) = at else {
+        return Ok(chrono::Utc::now());
+    };
+    let tz = campaign
+        .schedule
+        .as_ref()
+        .map(|s| s.timezone())
+        .unwrap_or(chrono_tz::UTC);
+    crate::schedule::parse_when(text, tz).map_err(|e| {
+        eprint_diagnostics(&[Diagnostic::error("usage", format!("--at `{text}`: {e}"))]);
+        ExitStatus::Invalid
+    })
+}
+
 pub(crate) fn plan_errors(errors: &[PlanError]) -> Vec<Diagnostic> {
     errors
         .iter()
@@ -74,22 +97,34 @@ pub(crate) fn plan_errors(errors: &[PlanError]) -> Vec<Diagnostic> {
         .collect()
 }
 
-pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> ExitStatus {
-    let prepared = match prepare(global, path) {
-        Ok(p) => p,
-        Err(status) => return status,
-    };
+/// The outcome of reading the whole audience once, without sending.
+pub(crate) struct PlanPass {
+    pub report: PlanReport,
+    pub renderer: Arc<Renderer>,
+    pub suppressed: HashSet<u128>,
+}
+
+/// Reads and renders the whole audience. `sink` sees every request to send
+/// (for `--requests`). Errors that make the plan untrustworthy are printed and
+/// returned as an exit status.
+pub(crate) fn plan_pass(
+    prepared: &Prepared,
+    run_info: &RunInfo,
+    sample_size: usize,
+    prior: Option<Arc<dyn PriorLookup>>,
+    mut sink: impl FnMut(&serde_json::Value) -> std::io::Result<()>,
+    want_lines: bool,
+) -> Result<PlanPass, ExitStatus> {
     let campaign = &prepared.campaign;
-    let run_info = preview_run(campaign, None);
-    let renderer = match Renderer::new(campaign, &run_info) {
-        Ok(r) => r,
+    let renderer = match Renderer::new(campaign, run_info) {
+        Ok(r) => Arc::new(r),
         Err(errors) => {
             let ds: Vec<Diagnostic> = errors
                 .iter()
                 .map(|e| Diagnostic::error("template-syntax", format!("{}: {}", e.name, e.message)))
                 .collect();
             eprint_diagnostics(&ds);
-            return ExitStatus::Invalid;
+            return Err(ExitStatus::Invalid);
         }
     };
     let suppressed = match suppression_set(campaign, &renderer) {
@@ -97,13 +132,90 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
         Err(errors) => {
             eprint_diagnostics(&plan_errors(&errors));
             print_err("the suppression list must be read whole before anyone can be messaged; fix the rows above\n");
-            return ExitStatus::Invalid;
+            return Err(ExitStatus::Invalid);
         }
     };
     let bot = BotEndpoint {
         id: campaign.bot.id.clone(),
         tag_style: campaign.bot.tag_style,
     };
+    let mut sample = Vec::new();
+    let mut invalid_rows = Vec::new();
+    let mut pipeline = Pipeline::new(campaign, renderer.clone(), suppressed.clone(), prior);
+    let mut write_error = None;
+    for planned in pipeline.by_ref() {
+        match planned {
+            Planned::Send(request) => {
+                if sample.len() < sample_size {
+                    sample.push(request_json(&request, &prepared.api_url, &bot));
+                }
+                if want_lines && write_error.is_none() {
+                    if let Err(e) = sink(&request_json(&request, &prepared.api_url, &bot)) {
+                        write_error = Some(e);
+                    }
+                }
+            }
+            Planned::Invalid(origin, reason) if invalid_rows.len() < 1000 => {
+                invalid_rows.push(InvalidRow {
+                    file: origin.file.to_path_buf(),
+                    row: origin.line,
+                    code: reason.code(),
+                    reason: reason.to_string(),
+                })
+            }
+            _ => {}
+        }
+    }
+    if let Some(e) = write_error {
+        eprint_diagnostics(&[Diagnostic::error(
+            "unwritable-file",
+            format!(
+                "writing the requests file failed: {}",
+                campaign::io_reason(&e)
+            ),
+        )]);
+        return Err(ExitStatus::Invalid);
+    }
+    if !pipeline.source_failures.is_empty() {
+        eprint_diagnostics(&plan_errors(&pipeline.source_failures));
+        return Err(ExitStatus::Invalid);
+    }
+    let counts = pipeline.counts;
+    let report = PlanReport {
+        campaign: campaign.name.clone(),
+        description: campaign.description.clone(),
+        file: campaign.path.display().to_string(),
+        run_id: run_info.id.clone(),
+        bot: crate::report::plan_bot_info(campaign),
+        api_url: prepared.api_url.clone(),
+        counts,
+        invalid_reasons: pipeline.invalid_by_code.clone(),
+        invalid_rows,
+        rate: campaign.delivery.rate,
+        estimated_seconds: counts.to_send as f64 / campaign.delivery.rate,
+        sending_window: None,
+        schedule: None,
+        warnings: prepared.warnings,
+        sample,
+    };
+    Ok(PlanPass {
+        report,
+        renderer,
+        suppressed,
+    })
+}
+
+pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> ExitStatus {
+    let prepared = match prepare(global, path) {
+        Ok(p) => p,
+        Err(status) => return status,
+    };
+    let at = match resolve_at(options.at.as_deref(), &prepared.campaign) {
+        Ok(t) => t,
+        Err(status) => return status,
+    };
+    let preview = preview_run(&prepared.campaign, at);
+    let run_info = preview.run.clone();
     let mut requests_file = match &options.requests {
         Some(p) => match std::fs::File::create(p) {
             Ok(f) => Some(BufWriter::new(f)),
@@ -121,80 +233,66 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
         },
         None => None,
     };
-    let mut sample = Vec::new();
-    let mut invalid_rows = Vec::new();
-    let mut pipeline = Pipeline::new(campaign, &renderer, suppressed, None);
-    let mut write_error = None;
-    for planned in pipeline.by_ref() {
-        match planned {
-            Planned::Send(request) => {
-                if sample.len() < options.sample {
-                    sample.push(request_json(&request, &prepared.api_url, &bot));
-                }
-                if let Some(w) = requests_file.as_mut() {
-                    let line = request_json(&request, &prepared.api_url, &bot);
-                    if let Err(e) = serde_json::to_writer(&mut *w, &line)
-                        .map_err(std::io::Error::from)
-                        .and_then(|_| w.write_all(b"\n"))
-                    {
-                        write_error.get_or_insert(e);
-                    }
-                }
+    let want_lines = requests_file.is_some();
+    let pass = plan_pass(
+        &prepared,
+        &run_info,
+        options.sample,
+        None,
+        |line| {
+            if let Some(w) = requests_file.as_mut() {
+                serde_json::to_writer(&mut *w, line)?;
+                w.write_all(b"\n")?;
             }
-            Planned::Invalid(origin, reason) if invalid_rows.len() < 1000 => {
-                invalid_rows.push(InvalidRow {
-                    file: origin.file.to_path_buf(),
-                    row: origin.line,
-                    code: reason.code(),
-                    reason: reason.to_string(),
-                })
-            }
-            _ => {}
-        }
-    }
-    if let Some(w) = requests_file.as_mut() {
-        if let Err(e) = w.flush() {
-            write_error.get_or_insert(e);
-        }
-    }
-    if let (Some(e), Some(p)) = (write_error, &options.requests) {
-        eprint_diagnostics(&[Diagnostic::error(
-            "unwritable-file",
-            format!(
-                "writing `{}` failed: {}",
-                p.display(),
-                campaign::io_reason(&e)
-            ),
-        )]);
-        return ExitStatus::Invalid;
-    }
-    if !pipeline.source_failures.is_empty() {
-        eprint_diagnostics(&plan_errors(&pipeline.source_failures));
-        return ExitStatus::Invalid;
-    }
-    let counts = pipeline.counts;
-    let report = PlanReport {
-        campaign: campaign.name.clone(),
-        description: campaign.description.clone(),
-        file: campaign.path.display().to_string(),
-        run_id: run_info.id.clone(),
-        bot: crate::report::plan_bot_info(campaign),
-        api_url: prepared.api_url.clone(),
-        counts,
-        invalid_reasons: pipeline.invalid_by_code.clone(),
-        invalid_rows,
-        rate: campaign.delivery.rate,
-        estimated_seconds: counts.to_send as f64 / campaign.delivery.rate,
-        sending_window: None,
-        warnings: prepared.warnings,
-        sample,
+            Ok(())
+        },
+        want_lines,
+    );
+    let pass = match pass {
+        Ok(p) => p,
+        Err(status) => return status,
     };
+    if let Some(mut w) = requests_file {
+        if let Err(e) = w.flush() {
+            eprint_diagnostics(&[Diagnostic::error(
+                "unwritable-file",
+                format!(
+                    "writing the requests file failed: {}",
+                    campaign::io_reason(&e)
+                ),
+            )]);
+            return ExitStatus::Invalid;
+        }
+    }
+    let mut report = pass.report;
+    report.schedule = preview.schedule_note.clone();
+    if let Some(schedule) = &prepared.campaign.schedule {
+        if let Some(window) = schedule.window() {
+            let tz = schedule.timezone();
+            let (from, to) = crate::schedule::estimate_span(
+                preview.starts,
+                report.counts.to_send,
+                prepared.campaign.delivery.rate,
+                Some(window),
+                tz,
+            );
+            let fmt = |t: chrono::DateTime<chrono::Utc>| {
+                t.with_timezone(&tz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            };
+            report.sending_window = Some(crate::report::SendingSpan {
+                window: window.to_string(),
+                starts: fmt(from),
+                ends: fmt(to),
+            });
+        }
+    }
     print_out(&match options.format {
         ReportFormat::Text => report.text(),
         ReportFormat::Json => report.json(),
         ReportFormat::Markdown => report.markdown(),
     });
-    if options.fail_on_invalid && counts.invalid > 0 {
+    if options.fail_on_invalid && report.counts.invalid > 0 {
         ExitStatus::Failed
     } else {
         ExitStatus::Success

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_128;
@@ -62,7 +63,7 @@ pub enum Planned {
 }
 
 /// Decides, from state, whether a key was already handled by this run.
-pub trait PriorLookup: Send {
+pub trait PriorLookup: Send + Sync {
     fn already_handled(&self, key: &str) -> bool;
 }
 
@@ -114,25 +115,25 @@ pub fn suppression_set(
 }
 
 /// The pipeline as an iterator of [`Planned`] rows. Counts accumulate as it goes.
-pub struct Pipeline<'a> {
-    renderer: &'a Renderer,
+pub struct Pipeline {
+    renderer: Arc<Renderer>,
     reader: AudienceReader,
     suppressed: HashSet<u128>,
     seen: HashSet<u128>,
     otn_seen: std::collections::HashMap<u128, Origin>,
-    prior: Option<&'a dyn PriorLookup>,
+    prior: Option<Arc<dyn PriorLookup>>,
     pub counts: Counts,
     pub invalid_by_code: BTreeMap<&'static str, u64>,
     /// A source that could not be read at all: the plan is incomplete.
     pub source_failures: Vec<PlanError>,
 }
 
-impl<'a> Pipeline<'a> {
+impl Pipeline {
     pub fn new(
         campaign: &Campaign,
-        renderer: &'a Renderer,
+        renderer: Arc<Renderer>,
         suppressed: HashSet<u128>,
-        prior: Option<&'a dyn PriorLookup>,
+        prior: Option<Arc<dyn PriorLookup>>,
     ) -> Self {
         Pipeline {
             renderer,
@@ -204,7 +205,7 @@ impl<'a> Pipeline<'a> {
             }
             self.otn_seen.insert(token_hash, row.origin.clone());
         }
-        if let Some(prior) = self.prior {
+        if let Some(prior) = &self.prior {
             if prior.already_handled(&request.key) {
                 self.counts.already_sent += 1;
                 return Some(Planned::AlreadySent(request));
@@ -215,7 +216,7 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-impl Iterator for Pipeline<'_> {
+impl Iterator for Pipeline {
     type Item = Planned;
 
     fn next(&mut self) -> Option<Planned> {
@@ -228,15 +229,73 @@ impl Iterator for Pipeline<'_> {
     }
 }
 
-/// The run info a plan renders with, when no run is under way.
-pub fn preview_run(campaign: &Campaign, occurrence: Option<String>) -> RunInfo {
-    let id = match &occurrence {
+/// Which run a plan previews, and from when sending would start.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub run: RunInfo,
+    pub starts: chrono::DateTime<chrono::Utc>,
+    /// For scheduled campaigns: what the schedule says at the plan's time.
+    pub schedule_note: Option<String>,
+}
+
+/// The run id of a campaign's occurrence: `NAME` or `NAME@OCCURRENCE`.
+pub fn run_id(campaign: &Campaign, occurrence: Option<&str>) -> String {
+    match occurrence {
         Some(o) => format!("{}@{o}", campaign.name),
         None => campaign.name.clone(),
+    }
+}
+
+/// The run a plan previews at `at`: an unscheduled campaign's one run; for a
+/// scheduled one, the occurrence due at `at`, else the next one.
+pub fn preview_run(campaign: &Campaign, at: chrono::DateTime<chrono::Utc>) -> Preview {
+    use crate::schedule::Due;
+    let tz = campaign
+        .schedule
+        .as_ref()
+        .map(|s| s.timezone())
+        .unwrap_or(chrono_tz::UTC);
+    let (occurrence, starts, note) = match &campaign.schedule {
+        None => (None, at, None),
+        Some(schedule) => match schedule.due(at, |_| false) {
+            Due::Due(o) => (
+                Some(o.clone()),
+                at,
+                Some(format!(
+                    "{}; occurrence {} is due",
+                    schedule.describe(),
+                    o.id()
+                )),
+            ),
+            Due::Missed { next: Some(n), .. }
+            | Due::Done { next: Some(n), .. }
+            | Due::NotYet { next: Some(n) } => (
+                Some(n.clone()),
+                n.instant,
+                Some(format!(
+                    "{}; nothing due now, previewing the next occurrence {}",
+                    schedule.describe(),
+                    n.id()
+                )),
+            ),
+            _ => (
+                None,
+                at,
+                Some(format!("{}; no occurrence left", schedule.describe())),
+            ),
+        },
     };
-    RunInfo {
-        id,
-        occurrence,
-        now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    let occurrence_id = occurrence.as_ref().map(|o| o.id());
+    let now = starts
+        .with_timezone(&tz)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Preview {
+        run: RunInfo {
+            id: run_id(campaign, occurrence_id.as_deref()),
+            occurrence: occurrence_id,
+            now,
+        },
+        starts,
+        schedule_note: note,
     }
 }

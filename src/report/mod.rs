@@ -2,7 +2,7 @@
 
 mod plan;
 
-pub use plan::{request_json, PlanReport};
+pub use plan::{request_json, PlanReport, SendingSpan};
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {

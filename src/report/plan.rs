@@ -55,12 +55,16 @@ pub struct PlanReport {
     /// When sending would start and end, for scheduled campaigns with a window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sending_window: Option<SendingSpan>,
+    /// What the schedule says at the plan's time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     pub warnings: usize,
     pub sample: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct SendingSpan {
+    pub window: String,
     pub starts: String,
     pub ends: String,
 }
@@ -103,8 +107,8 @@ impl PlanReport {
         if let Some(span) = &self.sending_window {
             let _ = write!(
                 s,
-                " (window: sending from {} to {})",
-                span.starts, span.ends
+                "; window {}: sending from {} to {}",
+                span.window, span.starts, span.ends
             );
         }
         s
@@ -125,6 +129,9 @@ impl PlanReport {
         let _ = writeln!(out, "  run       {}", self.run_id);
         let _ = writeln!(out, "  bot       {}", self.bot_line());
         let _ = writeln!(out, "  api       {}", self.api_url);
+        if let Some(s) = &self.schedule {
+            let _ = writeln!(out, "  schedule  {s}");
+        }
         out.push('\n');
         let width = self
             .count_rows()
@@ -198,6 +205,9 @@ impl PlanReport {
         let _ = writeln!(out, "| file | `{}` |", self.file);
         let _ = writeln!(out, "| run | `{}` |", self.run_id);
         let _ = writeln!(out, "| bot | {} |", self.bot_line());
+        if let Some(s) = &self.schedule {
+            let _ = writeln!(out, "| schedule | {s} |");
+        }
         let _ = writeln!(out, "| estimated duration | {} |", self.duration_line());
         let _ = writeln!(out, "\n| rows | count |\n|---|---:|");
         for (label, n) in self.count_rows() {

@@ -1,0 +1,465 @@
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::plan::{plan_pass, prepare, Prepared};
+use super::{eprint_diagnostics, print_err, print_out, ExitStatus};
+use crate::api::wire::BotEndpoint;
+use crate::api::{BotAuth, HttpTransport, Secret};
+use crate::campaign::{TokenSource, DEFAULT_API_URL};
+use crate::cli::{GlobalArgs, RunArgs};
+use crate::delivery::{
+    self, Budgets, DeliveryResult, Journal, JournalHandle, NullJournal, Settings, Stats, Stopper,
+    Target,
+};
+use crate::diagnostic::Diagnostic;
+use crate::plan::{preview_run, Counts, Pipeline, Planned};
+use crate::report::{human_duration, thousands};
+
+/// The platform's limit, requests per second per bot.
+pub const PLATFORM_RATE_LIMIT: f64 = 25.0;
+
+/// One campaign's run, as the JSON report and the step summary show it.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub campaign: String,
+    pub file: String,
+    pub run_id: String,
+    pub api_url: String,
+    pub started: String,
+    pub plan: Counts,
+    #[serde(flatten)]
+    pub delivery: DeliveryResult,
+    pub achieved_rate: f64,
+    pub exit_code: u8,
+}
+
+pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
+    if args.due.is_some() {
+        return super::usage_error("`run --due` is not available in this build yet");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprint_diagnostics(&[Diagnostic::error("runtime", format!("cannot start: {e}"))]);
+            return ExitStatus::Failed;
+        }
+    };
+    runtime.block_on(run_all(global, args, &args.campaigns))
+}
+
+async fn run_all(global: &GlobalArgs, args: &RunArgs, campaigns: &[PathBuf]) -> ExitStatus {
+    let budgets = Budgets::default();
+    let interrupt = Stopper::default();
+    let signals = tokio::spawn(watch_signals(interrupt.clone()));
+    let mut status = ExitStatus::Success;
+    let mut reports = Vec::new();
+    for path in campaigns {
+        if interrupt.is_stopped() {
+            break;
+        }
+        let (s, report) = run_one(global, args, path, &budgets, &interrupt).await;
+        status = status.worst(s);
+        if let Some(r) = report {
+            reports.push(r);
+        }
+    }
+    signals.abort();
+    if let Some(path) = &args.report {
+        let doc = serde_json::json!({ "runs": reports, "exit_code": status.code() });
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+        if let Err(e) = std::fs::write(path, crate::redact::scrub(&text).as_bytes()) {
+            eprint_diagnostics(&[Diagnostic::error(
+                "unwritable-file",
+                format!(
+                    "cannot write the report `{}`: {}",
+                    path.display(),
+                    crate::campaign::io_reason(&e)
+                ),
+            )]);
+        }
+    }
+    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
+        let md: String = reports.iter().map(markdown_summary).collect();
+        append(Path::new(&summary), &md);
+    }
+    status
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let result = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(crate::redact::scrub(text).as_bytes()));
+    if let Err(e) = result {
+        print_err(&format!(
+            "warning: cannot append to GITHUB_STEP_SUMMARY: {}\n",
+            crate::campaign::io_reason(&e)
+        ));
+    }
+}
+
+async fn watch_signals(stopper: Stopper) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    print_err("\nstopping: no new recipients are taken; waiting for requests in flight…\n");
+    stopper.stop(delivery::StopReason::Interrupted);
+}
+
+fn read_token(source: &TokenSource, bot_label: &str) -> Result<Secret, Diagnostic> {
+    let token = match source {
+        TokenSource::Env(var) => std::env::var(var).map_err(|_| {
+            Diagnostic::error(
+                "missing-token",
+                format!("the environment variable `{var}` (bot `{bot_label}`'s token) is not set"),
+            )
+            .help(format!(
+                "export {var}=… (in CI: a repository secret mapped to {var})"
+            ))
+        })?,
+        TokenSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+            Diagnostic::error(
+                "missing-token",
+                format!(
+                    "cannot read the token file `{}`: {}",
+                    path.display(),
+                    crate::campaign::io_reason(&e)
+                ),
+            )
+        })?,
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        return Err(Diagnostic::error(
+            "missing-token",
+            format!("bot `{bot_label}`'s token is empty"),
+        ));
+    }
+    crate::redact::register(&token);
+    Ok(Secret::new(token))
+}
+
+fn is_real_api(url: &str) -> bool {
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    host == "smax.bot"
+        || host.ends_with(".smax.bot")
+        || url.trim_end_matches('/') == DEFAULT_API_URL
+}
+
+async fn run_one(
+    global: &GlobalArgs,
+    args: &RunArgs,
+    path: &Path,
+    budgets: &Budgets,
+    interrupt: &Stopper,
+) -> (ExitStatus, Option<RunReport>) {
+    let prepared = match prepare(global, path) {
+        Ok(p) => p,
+        Err(status) => return (status, None),
+    };
+    let campaign = &prepared.campaign;
+    let rate = campaign.delivery.rate;
+    if rate > PLATFORM_RATE_LIMIT && is_real_api(&prepared.api_url) {
+        eprint_diagnostics(&[Diagnostic::error(
+            "rate-above-platform-limit",
+            format!("{}: rate {rate}/s is above the platform's limit of 25 requests per second per bot", path.display()),
+        )
+        .help("lower `delivery.rate` to 25 or less; higher rates are allowed only against another --api-url (e.g. the sandbox)")]);
+        return (ExitStatus::Invalid, None);
+    }
+    let token = match read_token(&campaign.bot.token, campaign.bot.label()) {
+        Ok(t) => t,
+        Err(d) => {
+            eprint_diagnostics(&[d]);
+            return (ExitStatus::Invalid, None);
+        }
+    };
+    let run_info = preview_run(campaign, chrono::Utc::now()).run;
+    let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    // First pass: the whole plan, before anything is sent.
+    let pass = match tokio::task::block_in_place(|| {
+        plan_pass(&prepared, &run_info, 0, None, |_| Ok(()), false)
+    }) {
+        Ok(p) => p,
+        Err(status) => return (status, None),
+    };
+    if !global.quiet {
+        print_out(&pass.report.text());
+    }
+    if args.options.fail_on_invalid && pass.report.counts.invalid > 0 {
+        print_err("invalid recipients and --fail-on-invalid: nothing sent\n");
+        return (ExitStatus::Failed, None);
+    }
+
+    let journal: Box<dyn Journal> = Box::new(NullJournal);
+    let (journal, journal_thread) = JournalHandle::start(journal);
+    let stats = Arc::new(Stats::default());
+    let stopper = Stopper::default();
+    let forward = {
+        let (interrupt, stopper) = (interrupt.clone(), stopper.clone());
+        tokio::spawn(async move {
+            interrupt.stopped().await;
+            if let Some(reason) = interrupt.reason() {
+                stopper.stop(reason);
+            }
+        })
+    };
+
+    let concurrency = campaign.delivery.concurrency as usize;
+    let transport =
+        match HttpTransport::new(&prepared.api_url, campaign.delivery.timeout, concurrency) {
+            Ok(t) => t,
+            Err(e) => {
+                eprint_diagnostics(&[Diagnostic::error("http-client", e)]);
+                return (ExitStatus::Failed, None);
+            }
+        };
+    let target = Target {
+        transport: Arc::new(transport),
+        bot: Arc::new(BotAuth {
+            endpoint: BotEndpoint {
+                id: campaign.bot.id.clone(),
+                tag_style: campaign.bot.tag_style,
+            },
+            api: campaign.bot.api,
+            token,
+        }),
+        budget: budgets.for_bot(&campaign.bot.id, rate),
+    };
+    let settings = Settings {
+        concurrency,
+        retries: campaign.delivery.retries,
+        retry_unknown: campaign.delivery.retry_unknown,
+        max_failures: campaign.delivery.max_failures,
+        backoff: Duration::from_millis(250),
+        drain: campaign.delivery.timeout + Duration::from_secs(5),
+    };
+
+    // Second pass: the same pipeline feeds the senders.
+    let (tx, rx) = mpsc::channel(concurrency * 4);
+    let producer = {
+        let campaign = campaign.clone();
+        let renderer = pass.renderer.clone();
+        let suppressed = pass.suppressed;
+        std::thread::spawn(move || {
+            for planned in Pipeline::new(&campaign, renderer, suppressed, None) {
+                if let Planned::Send(request) = planned {
+                    if tx.blocking_send(request).is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+    };
+
+    let total = pass.report.counts.to_send;
+    let progress = tokio::spawn(show_progress(stats.clone(), total, global.quiet));
+    let result = delivery::deliver(
+        rx,
+        target,
+        settings,
+        journal,
+        stopper.clone(),
+        stats.clone(),
+        None,
+    )
+    .await;
+    progress.abort();
+    let _ = progress.await;
+    forward.abort();
+    let _ = producer.join();
+    let _ = journal_thread.join();
+
+    let failed = result.rejected + result.failed + result.unknown > 0;
+    let aborted = result.stopped.as_ref().is_some_and(|r| !r.is_pause());
+    let status = if failed || aborted {
+        ExitStatus::Failed
+    } else {
+        ExitStatus::Success
+    };
+    print_out(&summary_text(&prepared, &result));
+    let report = RunReport {
+        campaign: campaign.name.clone(),
+        file: campaign.path.display().to_string(),
+        run_id: run_info.id,
+        api_url: prepared.api_url.clone(),
+        started,
+        plan: pass.report.counts,
+        achieved_rate: result.achieved_rate(),
+        delivery: result,
+        exit_code: status.code(),
+    };
+    (status, Some(report))
+}
+
+async fn show_progress(stats: Arc<Stats>, total: u64, quiet: bool) {
+    use std::io::IsTerminal;
+    if quiet {
+        return;
+    }
+    let started = std::time::Instant::now();
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        struct Clear(indicatif::ProgressBar);
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                self.0.finish_and_clear();
+            }
+        }
+        let bar = Clear(bar);
+        loop {
+            let done = stats.finished() + stats.not_sent.load(Ordering::Relaxed);
+            bar.0.set_position(done);
+            let elapsed = started.elapsed().as_secs_f64().max(0.001);
+            bar.0.set_message(format!(
+                "sent {} failed {} {:.1}/s",
+                thousands(stats.sent.load(Ordering::Relaxed)),
+                thousands(stats.failures()),
+                stats.requests.load(Ordering::Relaxed) as f64 / elapsed
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    } else {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let elapsed = started.elapsed().as_secs_f64().max(0.001);
+            let done = stats.finished();
+            let rate = stats.requests.load(Ordering::Relaxed) as f64 / elapsed;
+            let eta = if rate > 0.0 {
+                human_duration(total.saturating_sub(done) as f64 / rate)
+            } else {
+                "unknown".into()
+            };
+            print_err(&format!(
+                "[{}] {}/{} done: sent {}, failed {}, {:.1}/s, ETA {}\n",
+                human_duration(elapsed),
+                thousands(done),
+                thousands(total),
+                thousands(stats.sent.load(Ordering::Relaxed)),
+                thousands(stats.failures()),
+                rate,
+                eta
+            ));
+        }
+    }
+}
+
+fn summary_text(prepared: &Prepared, r: &DeliveryResult) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let name = &prepared.campaign.name;
+    let _ = writeln!(
+        out,
+        "\nRun {name}: {} in {}",
+        if r.stopped.is_some() {
+            "stopped"
+        } else {
+            "finished"
+        },
+        human_duration(r.seconds)
+    );
+    for (label, n) in [
+        ("sent", r.sent),
+        ("rejected", r.rejected),
+        ("failed", r.failed),
+        ("unknown", r.unknown),
+        ("not sent", r.not_sent),
+    ] {
+        let _ = writeln!(out, "  {label:<10}{:>10}", thousands(n));
+    }
+    let _ = writeln!(
+        out,
+        "  requests {} (429s: {}), achieved {:.1}/s",
+        thousands(r.requests),
+        thousands(r.rate_limited),
+        r.achieved_rate()
+    );
+    if !r.top_failures.is_empty() {
+        let _ = writeln!(out, "  most frequent failures:");
+        for (text, n) in &r.top_failures {
+            let _ = writeln!(out, "    {}× {text}", thousands(*n));
+        }
+    }
+    if let Some(reason) = &r.stopped {
+        let _ = writeln!(out, "  stopped: {reason}");
+    }
+    if r.unknown > 0 {
+        let _ = writeln!(out, "  {} recipient(s) may or may not have received the message; they are not resent unless you pass --resend-unknown", thousands(r.unknown));
+    }
+    out
+}
+
+fn markdown_summary(r: &RunReport) -> String {
+    use std::fmt::Write;
+    let d = &r.delivery;
+    let mut out = String::new();
+    let _ = writeln!(out, "### Run `{}`\n", r.run_id);
+    let _ = writeln!(out, "| outcome | count |\n|---|---:|");
+    for (label, n) in [
+        ("sent", d.sent),
+        ("rejected", d.rejected),
+        ("failed", d.failed),
+        ("unknown", d.unknown),
+        ("not sent", d.not_sent),
+    ] {
+        let _ = writeln!(out, "| {label} | {} |", thousands(n));
+    }
+    let _ = writeln!(
+        out,
+        "\n{} requests in {} ({:.1}/s), 429s: {}",
+        thousands(d.requests),
+        human_duration(d.seconds),
+        r.achieved_rate,
+        d.rate_limited
+    );
+    if let Some(reason) = &d.stopped {
+        let _ = writeln!(out, "\n**Stopped:** {reason}");
+    }
+    if !d.top_failures.is_empty() {
+        let _ = writeln!(out, "\n| failure | count |\n|---|---:|");
+        for (text, n) in &d.top_failures {
+            let _ = writeln!(out, "| {} | {} |", text.replace('|', "\\|"), thousands(*n));
+        }
+    }
+    out.push('\n');
+    out
+}
