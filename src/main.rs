@@ -2,5 +2,6 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = smax_campaign::cli::Cli::parse();
+    smax_campaign::logging::init(cli.global.verbose, cli.global.quiet);
     std::process::ExitCode::from(smax_campaign::run(cli).code())
 }

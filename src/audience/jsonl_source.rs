@@ -81,9 +81,13 @@ pub(super) fn open(file: Arc<Path>) -> Box<dyn Iterator<Item = RowEvent> + Send>
     }))
 }
 
+/// serde_json says "… at line 1 column 7"; a JSONL line is always line 1.
 fn strip_position(s: &str) -> String {
     match s.find(" at line ") {
-        Some(i) => s[..i].to_owned(),
+        Some(i) => match s[i..].find(" column ") {
+            Some(c) => format!("{} at character {}", &s[..i], &s[i + c + 8..]),
+            None => s[..i].to_owned(),
+        },
         None => s.to_owned(),
     }
 }

@@ -2,7 +2,7 @@
 
 mod plan;
 mod run;
-// mod sandbox; (until the sandbox module lands)
+mod sandbox;
 mod schema;
 mod validate;
 
@@ -69,7 +69,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Run(args) => run::run(&global, &args),
         Command::Status(_) => usage_error("`status` is not available in this build yet"),
         Command::Due(_) => usage_error("`due` is not available in this build yet"),
-        Command::Sandbox(_) => usage_error("sandbox: not in this build yet"),
+        Command::Sandbox(args) => sandbox::run(&args),
         Command::Schema(args) => schema::run(&args),
     }
 }

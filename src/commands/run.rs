@@ -11,7 +11,7 @@ use super::{eprint_diagnostics, print_err, print_out, ExitStatus};
 use crate::api::wire::BotEndpoint;
 use crate::api::{BotAuth, HttpTransport, Secret};
 use crate::campaign::{TokenSource, DEFAULT_API_URL};
-use crate::cli::{GlobalArgs, RunArgs};
+use crate::cli::{GlobalArgs, ReportFormat, RunArgs};
 use crate::delivery::{
     self, Budgets, DeliveryResult, Journal, JournalHandle, NullJournal, Settings, Stats, Stopper,
     Target,
@@ -166,6 +166,16 @@ fn read_token(source: &TokenSource, bot_label: &str) -> Result<Secret, Diagnosti
     Ok(Secret::new(token))
 }
 
+/// The first retry delay (doubling per retry). `SMAX_RETRY_BASE_MS` tunes it,
+/// e.g. to rehearse retry storms quickly against the sandbox.
+fn retry_base() -> Duration {
+    std::env::var("SMAX_RETRY_BASE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_millis(250))
+}
+
 fn is_real_api(url: &str) -> bool {
     let host = reqwest::Url::parse(url)
         .ok()
@@ -208,13 +218,51 @@ async fn run_one(
     let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
 
     // First pass: the whole plan, before anything is sent.
-    let pass = match tokio::task::block_in_place(|| {
-        plan_pass(&prepared, &run_info, 0, None, |_| Ok(()), false)
-    }) {
+    let mut requests_file = match &args.options.requests {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Some(std::io::BufWriter::new(f)),
+            Err(e) => {
+                eprint_diagnostics(&[Diagnostic::error(
+                    "unwritable-file",
+                    format!(
+                        "cannot write `{}`: {}",
+                        p.display(),
+                        crate::campaign::io_reason(&e)
+                    ),
+                )]);
+                return (ExitStatus::Invalid, None);
+            }
+        },
+        None => None,
+    };
+    let want_lines = requests_file.is_some();
+    let pass = tokio::task::block_in_place(|| {
+        plan_pass(
+            &prepared,
+            &run_info,
+            0,
+            None,
+            |line| {
+                use std::io::Write;
+                if let Some(w) = requests_file.as_mut() {
+                    serde_json::to_writer(&mut *w, line)?;
+                    w.write_all(b"\n")?;
+                }
+                Ok(())
+            },
+            want_lines,
+        )
+    });
+    let pass = match pass {
         Ok(p) => p,
         Err(status) => return (status, None),
     };
-    if !global.quiet {
+    if let Some(mut w) = requests_file {
+        use std::io::Write;
+        let _ = w.flush();
+    }
+    let text_output = args.options.format == ReportFormat::Text;
+    if !global.quiet && text_output {
         print_out(&pass.report.text());
     }
     if args.options.fail_on_invalid && pass.report.counts.invalid > 0 {
@@ -262,7 +310,7 @@ async fn run_one(
         retries: campaign.delivery.retries,
         retry_unknown: campaign.delivery.retry_unknown,
         max_failures: campaign.delivery.max_failures,
-        backoff: Duration::from_millis(250),
+        backoff: retry_base(),
         drain: campaign.delivery.timeout + Duration::from_secs(5),
     };
 
@@ -308,7 +356,9 @@ async fn run_one(
     } else {
         ExitStatus::Success
     };
-    print_out(&summary_text(&prepared, &result));
+    if text_output {
+        print_out(&summary_text(&prepared, &result));
+    }
     let report = RunReport {
         campaign: campaign.name.clone(),
         file: campaign.path.display().to_string(),
@@ -320,6 +370,13 @@ async fn run_one(
         delivery: result,
         exit_code: status.code(),
     };
+    match args.options.format {
+        ReportFormat::Json => {
+            print_out(&(serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"))
+        }
+        ReportFormat::Markdown => print_out(&markdown_summary(&report)),
+        ReportFormat::Text => {}
+    }
     (status, Some(report))
 }
 

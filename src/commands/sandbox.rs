@@ -13,7 +13,12 @@ fn usage(message: String, help: &str) -> ExitStatus {
 pub(super) fn run(args: &SandboxArgs) -> ExitStatus {
     let listen = match args.listen.parse() {
         Ok(a) => a,
-        Err(_) => return usage(format!("--listen `{}` is not an address", args.listen), "e.g. 127.0.0.1:8787 (port 0 picks a free one)"),
+        Err(_) => {
+            return usage(
+                format!("--listen `{}` is not an address", args.listen),
+                "e.g. 127.0.0.1:8787 (port 0 picks a free one)",
+            )
+        }
     };
     let mut bots = Vec::new();
     for spec in &args.bots {
@@ -21,7 +26,12 @@ pub(super) fn run(args: &SandboxArgs) -> ExitStatus {
         let resolved = match spec.split_once("=env:") {
             Some((id, var)) => match std::env::var(var) {
                 Ok(token) => format!("{id}={token}"),
-                Err(_) => return usage(format!("--bot {id}=env:{var}: `{var}` is not set"), "export the variable or pass ID=TOKEN"),
+                Err(_) => {
+                    return usage(
+                        format!("--bot {id}=env:{var}: `{var}` is not set"),
+                        "export the variable or pass ID=TOKEN",
+                    )
+                }
             },
             None => spec.clone(),
         };
@@ -30,13 +40,23 @@ pub(super) fn run(args: &SandboxArgs) -> ExitStatus {
                 crate::redact::register(&b.token);
                 bots.push(b);
             }
-            Err(e) => return usage(format!("--bot: {e}"), "pass --bot ID=TOKEN, e.g. --bot 64f0c2a1e4b0=sandbox-token"),
+            Err(e) => {
+                return usage(
+                    format!("--bot: {e}"),
+                    "pass --bot ID=TOKEN, e.g. --bot 64f0c2a1e4b0=sandbox-token",
+                )
+            }
         }
     }
     let fail = match &args.fail {
         Some(spec) => match spec.parse::<FaultSpec>() {
             Ok(f) => f,
-            Err(e) => return usage(format!("--fail: {e}"), "e.g. --fail 500:0.05,timeout:0.02,reject:0.01,429:0.01"),
+            Err(e) => {
+                return usage(
+                    format!("--fail: {e}"),
+                    "e.g. --fail 500:0.05,timeout:0.02,reject:0.01,429:0.01",
+                )
+            }
         },
         None => FaultSpec::default(),
     };
@@ -58,7 +78,10 @@ pub(super) fn run(args: &SandboxArgs) -> ExitStatus {
         users,
         ..SandboxConfig::default()
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return usage(format!("cannot start: {e}"), "retry"),
     };

@@ -355,6 +355,15 @@ async fn deliver_one(
     let outcome = attempt_until_settled(&request, target, settings, stopper, stats).await;
     stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     let class = outcome.class;
+    tracing::debug!(
+        key = %request.key,
+        row = %request.origin,
+        outcome = class.as_str(),
+        attempts = outcome.attempts,
+        status = ?outcome.status,
+        text = outcome.text.as_deref().unwrap_or(""),
+        "delivered"
+    );
     let record = OutcomeEntry {
         key: request.key.clone(),
         outcome: outcome.clone(),
