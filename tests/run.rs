@@ -465,7 +465,12 @@ delivery:
         everything.extend_from_slice(&o.stdout);
         everything.extend_from_slice(&o.stderr);
     }
-    for file in ["report.json", "plan-requests.jsonl", "step-summary.md"] {
+    for file in [
+        "report.json",
+        "requests.jsonl",
+        "plan-requests.jsonl",
+        "step-summary.md",
+    ] {
         everything.extend(std::fs::read(p.path().join(file)).unwrap_or_default());
     }
     let haystack = String::from_utf8_lossy(&everything);

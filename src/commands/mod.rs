@@ -2,8 +2,10 @@
 
 mod plan;
 mod run;
+mod runstate;
 mod sandbox;
 mod schema;
+mod status;
 mod validate;
 
 use std::io::Write;
@@ -67,7 +69,7 @@ pub fn run(cli: Cli) -> ExitStatus {
             _ => usage_error("`run --dry-run` previews one campaign; use `plan CAMPAIGN` for each"),
         },
         Command::Run(args) => run::run(&global, &args),
-        Command::Status(_) => usage_error("`status` is not available in this build yet"),
+        Command::Status(args) => status::run(&global, &args),
         Command::Due(_) => usage_error("`due` is not available in this build yet"),
         Command::Sandbox(args) => sandbox::run(&args),
         Command::Schema(args) => schema::run(&args),

@@ -17,6 +17,7 @@ use crate::report::{request_json, PlanReport};
 /// A campaign ready to plan or send.
 pub(crate) struct Prepared {
     pub campaign: Campaign,
+    pub project: crate::campaign::Project,
     pub api_url: String,
     pub warnings: usize,
 }
@@ -60,6 +61,7 @@ pub(crate) fn prepare(global: &GlobalArgs, path: &Path) -> Result<Prepared, Exit
     }
     Ok(Prepared {
         campaign,
+        project,
         api_url,
         warnings: tally.warnings,
     })
@@ -234,11 +236,17 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
         None => None,
     };
     let want_lines = requests_file.is_some();
+    // What this run already handled, read without writing anything.
+    let state_file = super::runstate::state_path(global, &prepared.project);
+    let prior = match super::runstate::read_only_prior(&state_file, &run_info.id) {
+        Ok(p) => p,
+        Err(e) => return super::runstate::state_error(&state_file, &e),
+    };
     let pass = plan_pass(
         &prepared,
         &run_info,
         options.sample,
-        None,
+        prior,
         |line| {
             if let Some(w) = requests_file.as_mut() {
                 serde_json::to_writer(&mut *w, line)?;

@@ -6,19 +6,26 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::plan::{plan_pass, prepare, Prepared};
+use super::plan::{plan_pass, prepare, resolve_at, Prepared};
+use super::runstate::{
+    fingerprint, state_error, state_path, take_locks, ResumeFilter, StateJournal,
+};
 use super::{eprint_diagnostics, print_err, print_out, ExitStatus};
 use crate::api::wire::BotEndpoint;
 use crate::api::{BotAuth, HttpTransport, Secret};
 use crate::campaign::{TokenSource, DEFAULT_API_URL};
 use crate::cli::{GlobalArgs, ReportFormat, RunArgs};
 use crate::delivery::{
-    self, Budgets, DeliveryResult, Journal, JournalHandle, NullJournal, Settings, Stats, Stopper,
+    self, Budgets, DeliveryResult, Journal, JournalHandle, Settings, Stats, StopReason, Stopper,
     Target,
 };
 use crate::diagnostic::Diagnostic;
-use crate::plan::{preview_run, Counts, Pipeline, Planned};
+use crate::plan::{run_id, Counts, Pipeline, Planned};
+use crate::render::RunInfo;
 use crate::report::{human_duration, thousands};
+use crate::state::{
+    Begin, FingerprintChange, RunStart, RunStatus, SqliteStore, StateError, StateStore,
+};
 
 /// The platform's limit, requests per second per bot.
 pub const PLATFORM_RATE_LIMIT: f64 = 25.0;
@@ -214,8 +221,72 @@ async fn run_one(
             return (ExitStatus::Invalid, None);
         }
     };
-    let run_info = preview_run(campaign, chrono::Utc::now()).run;
+    let at = match resolve_at(args.options.at.as_deref(), campaign) {
+        Ok(t) => t,
+        Err(status) => return (status, None),
+    };
     let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    // The state store, the run this invocation acts on, and its locks.
+    let state_file = state_path(global, &prepared.project);
+    let mut store = match SqliteStore::open(&state_file) {
+        Ok(s) => s,
+        Err(e) => return (state_error(&state_file, &e), None),
+    };
+    let run_info = match current_run(campaign, at, &mut store, global.quiet) {
+        Ok(Some(info)) => info,
+        Ok(None) => return (ExitStatus::Success, None),
+        Err(e) => return (state_error(&state_file, &e), None),
+    };
+    let wait = match args
+        .wait_lock
+        .as_deref()
+        .map(crate::schedule::parse_duration)
+    {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return (super::usage_error(&format!("--wait-lock: {e}")), None),
+    };
+    let _locks = match take_locks(&state_file, &run_info.id, &campaign.bot.id, wait) {
+        Ok(l) => l,
+        Err(status) => return (status, None),
+    };
+    let start = RunStart {
+        run_id: run_info.id.clone(),
+        campaign: campaign.name.clone(),
+        occurrence: run_info.occurrence.clone(),
+        fingerprint: fingerprint(campaign),
+    };
+    match store.begin_run(&start) {
+        Ok(Begin::New) => {}
+        Ok(Begin::Resumed { changed, .. }) if changed.is_empty() => {}
+        Ok(Begin::Resumed { changed, .. }) => {
+            if !args.accept_changes {
+                explain_changes(&run_info.id, &changed);
+                return (ExitStatus::Invalid, None);
+            }
+            if let Err(e) = store.accept_fingerprint(&run_info.id, &start.fingerprint) {
+                return (state_error(&state_file, &e), None);
+            }
+        }
+        Err(e) => return (state_error(&state_file, &e), None),
+    }
+    match store.settle_in_flight(&run_info.id) {
+        Ok(0) => {}
+        Ok(n) => print_err(&format!(
+            "{n} recipient(s) were in flight when an earlier attempt of this run stopped; they are now `unknown` and are not resent unless you pass --resend-unknown\n"
+        )),
+        Err(e) => return (state_error(&state_file, &e), None),
+    }
+    let prior = match store.prior(&run_info.id) {
+        Ok(p) => p,
+        Err(e) => return (state_error(&state_file, &e), None),
+    };
+    let filter: Arc<dyn crate::plan::PriorLookup> = Arc::new(ResumeFilter {
+        prior,
+        retry_failed: args.retry_failed,
+        resend_unknown: args.resend_unknown,
+    });
 
     // First pass: the whole plan, before anything is sent.
     let mut requests_file = match &args.options.requests {
@@ -241,7 +312,7 @@ async fn run_one(
             &prepared,
             &run_info,
             0,
-            None,
+            Some(filter.clone()),
             |line| {
                 use std::io::Write;
                 if let Some(w) = requests_file.as_mut() {
@@ -267,10 +338,23 @@ async fn run_one(
     }
     if args.options.fail_on_invalid && pass.report.counts.invalid > 0 {
         print_err("invalid recipients and --fail-on-invalid: nothing sent\n");
+        let _ = store.finish_run(&run_info.id, RunStatus::Aborted);
         return (ExitStatus::Failed, None);
     }
+    if pass.report.counts.to_send == 0 {
+        let _ = store.finish_run(&run_info.id, RunStatus::Completed);
+        print_out(&format!(
+            "nothing to send: run {} has handled every recipient ({} already sent or settled in this run)\n",
+            run_info.id,
+            thousands(pass.report.counts.already_sent)
+        ));
+        return (ExitStatus::Success, None);
+    }
 
-    let journal: Box<dyn Journal> = Box::new(NullJournal);
+    let journal: Box<dyn Journal> = Box::new(StateJournal {
+        store,
+        run_id: run_info.id.clone(),
+    });
     let (journal, journal_thread) = JournalHandle::start(journal);
     let stats = Arc::new(Stats::default());
     let stopper = Stopper::default();
@@ -321,7 +405,7 @@ async fn run_one(
         let renderer = pass.renderer.clone();
         let suppressed = pass.suppressed;
         std::thread::spawn(move || {
-            for planned in Pipeline::new(&campaign, renderer, suppressed, None) {
+            for planned in Pipeline::new(&campaign, renderer, suppressed, Some(filter)) {
                 if let Planned::Send(request) = planned {
                     if tx.blocking_send(request).is_err() {
                         break;
@@ -333,6 +417,7 @@ async fn run_one(
 
     let total = pass.report.counts.to_send;
     let progress = tokio::spawn(show_progress(stats.clone(), total, global.quiet));
+    let gate = send_window_gate(campaign, at);
     let result = delivery::deliver(
         rx,
         target,
@@ -340,7 +425,7 @@ async fn run_one(
         journal,
         stopper.clone(),
         stats.clone(),
-        None,
+        gate,
     )
     .await;
     progress.abort();
@@ -351,6 +436,16 @@ async fn run_one(
 
     let failed = result.rejected + result.failed + result.unknown > 0;
     let aborted = result.stopped.as_ref().is_some_and(|r| !r.is_pause());
+    let run_status = match &result.stopped {
+        None => RunStatus::Completed,
+        Some(StopReason::Interrupted | StopReason::WindowClosed) => RunStatus::Interrupted,
+        Some(_) => RunStatus::Aborted,
+    };
+    let finished =
+        SqliteStore::open(&state_file).and_then(|mut s| s.finish_run(&run_info.id, run_status));
+    if let Err(e) = finished {
+        state_error(&state_file, &e);
+    }
     let status = if failed || aborted {
         ExitStatus::Failed
     } else {
@@ -519,4 +614,132 @@ fn markdown_summary(r: &RunReport) -> String {
     }
     out.push('\n');
     out
+}
+
+fn explain_changes(run_id: &str, changed: &[FingerprintChange]) {
+    use std::fmt::Write;
+    let mut message = format!(
+        "run `{run_id}` was started with a different message; resuming it would send a mix\n"
+    );
+    for c in changed {
+        let show = |s: &str| {
+            if s.is_empty() {
+                "(none)".to_string()
+            } else {
+                s.replace('\n', " ")
+            }
+        };
+        let _ = writeln!(message, "  {}: was {}", c.part, show(&c.old));
+        let _ = writeln!(
+            message,
+            "  {}  now {}",
+            " ".repeat(c.part.len()),
+            show(&c.new)
+        );
+    }
+    eprint_diagnostics(&[Diagnostic::error("changed-since-start", message.trim_end().to_string()).help(
+        "to resume anyway with the new version, pass --accept-changes; to start afresh, rename the campaign (a new name is a new run)",
+    )]);
+}
+
+/// The run `run CAMPAIGN` acts on: the campaign's one run, or for a scheduled
+/// campaign the latest occurrence due at `at` within `catch_up`. `None` when
+/// nothing is due (said on stdout); a missed occurrence is recorded as missed.
+fn current_run(
+    campaign: &crate::campaign::Campaign,
+    at: chrono::DateTime<chrono::Utc>,
+    store: &mut SqliteStore,
+    quiet: bool,
+) -> Result<Option<RunInfo>, StateError> {
+    use crate::schedule::Due;
+    let Some(schedule) = &campaign.schedule else {
+        return Ok(Some(RunInfo {
+            id: campaign.name.clone(),
+            occurrence: None,
+            now: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }));
+    };
+    let tz = schedule.timezone();
+    let due = {
+        let store = &*store;
+        schedule.due(at, |occurrence: &str| {
+            store
+                .run(&run_id(campaign, Some(occurrence)))
+                .ok()
+                .flatten()
+                .is_some_and(|r| matches!(r.status, RunStatus::Completed | RunStatus::Missed))
+        })
+    };
+    let say = |s: String| {
+        if !quiet {
+            print_out(&s);
+        }
+    };
+    match due {
+        Due::Due(o) => Ok(Some(RunInfo {
+            id: run_id(campaign, Some(&o.id())),
+            occurrence: Some(o.id()),
+            now: at
+                .with_timezone(&tz)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })),
+        Due::Missed { occurrence, next } => {
+            let id = occurrence.id();
+            store.record_missed(&RunStart {
+                run_id: run_id(campaign, Some(&id)),
+                campaign: campaign.name.clone(),
+                occurrence: Some(id.clone()),
+                fingerprint: fingerprint(campaign),
+            })?;
+            say(format!(
+                "{}: occurrence {id} was missed (older than catch_up when first seen); recorded, not sent late{}\n",
+                campaign.name,
+                next.map(|n| format!("; next {}", n.id())).unwrap_or_default()
+            ));
+            Ok(None)
+        }
+        Due::Done { occurrence, next } => {
+            say(format!(
+                "{}: nothing due; occurrence {} is done{}\n",
+                campaign.name,
+                occurrence.id(),
+                next.map(|n| format!(", next {}", n.id()))
+                    .unwrap_or_default()
+            ));
+            Ok(None)
+        }
+        Due::NotYet { next } => {
+            say(format!(
+                "{}: nothing due{}\n",
+                campaign.name,
+                next.map(|n| format!("; next occurrence {}", n.id()))
+                    .unwrap_or_default()
+            ));
+            Ok(None)
+        }
+        Due::Ended => {
+            say(format!(
+                "{}: nothing due; the schedule has ended\n",
+                campaign.name
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// For a campaign with a send window: whether sending may go on now. The
+/// clock starts at `at` (so `--at` rehearsals see the window as they would)
+/// and runs with real time.
+fn send_window_gate(
+    campaign: &crate::campaign::Campaign,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<Arc<dyn Fn() -> bool + Send + Sync>> {
+    let schedule = campaign.schedule.as_ref()?;
+    let window = *schedule.window()?;
+    let tz = schedule.timezone();
+    let started = std::time::Instant::now();
+    Some(Arc::new(move || {
+        let elapsed = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+        window.contains(at + elapsed, tz)
+    }))
 }

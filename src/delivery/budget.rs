@@ -5,7 +5,7 @@
 //! requests into one second at the server. A 429 halves the rate and pauses
 //! for `Retry-After`; successes bring the rate back gradually.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +17,11 @@ use tokio::time::Instant;
 /// jitter per second at 25/s while still achieving 24.6/s.
 const HEADROOM: f64 = 0.985;
 const MIN_FACTOR: f64 = 0.02;
+/// Above this rate the sliding-window guard is not kept (benchmarks with the
+/// limiter effectively off).
+const GUARDED_UP_TO: f64 = 1000.0;
+/// Margin of the sliding-window guard beyond one second.
+const GUARD_MARGIN: Duration = Duration::from_millis(10);
 
 #[derive(Debug)]
 struct State {
@@ -25,6 +30,8 @@ struct State {
     pause_until: Option<Instant>,
     successes: u64,
     rate_limited: u64,
+    /// When the last `rate` requests were released, oldest first.
+    released: VecDeque<Instant>,
 }
 
 #[derive(Debug)]
@@ -59,6 +66,7 @@ impl BotBudget {
                 pause_until: None,
                 successes: 0,
                 rate_limited: 0,
+                released: VecDeque::new(),
             }),
         }
     }
@@ -81,7 +89,13 @@ impl BotBudget {
     }
 
     /// Waits for this bot's next slot.
+    ///
+    /// Governor spaces slots evenly; a task may still be delayed between its
+    /// slot and its send (a busy machine), and the next one not, which would
+    /// bunch requests. So a slot is released only when fewer than `rate`
+    /// requests were released in the last second (plus a margin).
     pub async fn acquire(&self) {
+        let window_size = self.rate.floor().max(1.0) as usize;
         loop {
             let (limiter, pause) = {
                 let s = self.lock();
@@ -94,9 +108,33 @@ impl BotBudget {
                 }
             }
             limiter.until_ready().await;
-            let paused_meanwhile = self.lock().pause_until.is_some_and(|u| u > Instant::now());
-            if !paused_meanwhile {
-                return;
+            loop {
+                let wait_until = {
+                    let mut s = self.lock();
+                    if s.pause_until.is_some_and(|u| u > Instant::now()) {
+                        break;
+                    }
+                    if self.rate > GUARDED_UP_TO {
+                        return;
+                    }
+                    let now = Instant::now();
+                    let full = s.released.len() >= window_size;
+                    match s.released.front().copied() {
+                        Some(oldest)
+                            if full && now < oldest + Duration::from_secs(1) + GUARD_MARGIN =>
+                        {
+                            oldest + Duration::from_secs(1) + GUARD_MARGIN
+                        }
+                        _ => {
+                            if full {
+                                s.released.pop_front();
+                            }
+                            s.released.push_back(now);
+                            return;
+                        }
+                    }
+                };
+                tokio::time::sleep_until(wait_until).await;
             }
         }
     }

@@ -1,1 +1,94 @@
-//! state (work in progress)
+//! Run state: what was sent to whom, durably, so that a re-run never messages anyone
+//! twice; and the locks that keep two processes off the same run or bot.
+//!
+//! # The resume contract
+//!
+//! For every recipient it takes up, the delivery loop:
+//!
+//! 1. calls [`StateStore::record_attempts`] (batched): when it returns `Ok` the recipients
+//!    are durably `attempted`, on disk (`synchronous=FULL`);
+//! 2. only then sends the requests;
+//! 3. calls [`StateStore::record_outcomes`] (batched) with what came back.
+//!
+//! So a crash between 1 and 3 leaves recipients `attempted`; when the run is reopened,
+//! [`StateStore::settle_in_flight`] turns them into `unknown`, which is never resent without
+//! `--resend-unknown`. A crash can lose outcomes (they read as unknown), never an attempt:
+//! nobody is messaged twice because the store forgot.
+//!
+//! [`StateStore`] is the seam for other back ends (e.g. PostgreSQL); [`SqliteStore`] is the
+//! embedded one. [`lock`] holds the process locks.
+
+mod error;
+pub mod lock;
+mod model;
+mod sqlite;
+
+pub use error::StateError;
+pub use lock::{acquire, Holder, LockError, LockGuard};
+pub use model::{
+    key_hash, Attempt, Begin, Counts, DeliveryRow, Fingerprint, FingerprintChange, KeyHashHasher,
+    OutcomeClass, OutcomeRecord, ParseNameError, PriorDeliveries, RunStart, RunStatus, RunSummary,
+};
+pub use sqlite::{Durability, SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
+
+/// A durable store of runs and deliveries. Methods that write are transactional: when one
+/// returns `Err`, nothing of that call was recorded.
+pub trait StateStore: Send {
+    /// Creates the run (status `running`), or reopens it. Reopening compares the stored
+    /// fingerprint with `start.fingerprint` and returns the parts that differ; it never
+    /// modifies the stored fingerprint. A reopened run is marked `running` again only when
+    /// nothing differs; otherwise it is left as it was until [`Self::accept_fingerprint`].
+    /// A run recorded as missed cannot be begun ([`StateError::MissedRun`]).
+    fn begin_run(&mut self, start: &RunStart) -> Result<Begin, StateError>;
+
+    /// The caller accepted the changes (`--accept-changes`): stores the new fingerprint,
+    /// keeps the old one in the run's history, and marks the run `running`.
+    fn accept_fingerprint(
+        &mut self,
+        run_id: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<(), StateError>;
+
+    /// Every recipient this run has a record for, with its class (empty for an unknown
+    /// run). Keys are [`key_hash`]es.
+    fn prior(&self, run_id: &str) -> Result<PriorDeliveries, StateError>;
+
+    /// Durably marks these recipients as attempted, in one transaction synced to disk before
+    /// returning. Send only after this returns `Ok`. A recipient attempted before has its
+    /// attempt count incremented and its source and row updated.
+    fn record_attempts(&mut self, run_id: &str, attempts: &[Attempt]) -> Result<(), StateError>;
+
+    /// Records outcomes in one transaction. An outcome for a recipient without an attempt
+    /// (e.g. `skipped`) is inserted with an empty source and row 0.
+    fn record_outcomes(
+        &mut self,
+        run_id: &str,
+        outcomes: &[OutcomeRecord],
+    ) -> Result<(), StateError>;
+
+    /// After a crash: every delivery of this run still `attempted` becomes `unknown`.
+    /// Returns how many. Call it when a run is reopened, while holding the run's lock.
+    fn settle_in_flight(&mut self, run_id: &str) -> Result<u64, StateError>;
+
+    /// Sets the run's status (and its finish time, unless `status` is `Running`).
+    fn finish_run(&mut self, run_id: &str, status: RunStatus) -> Result<(), StateError>;
+
+    /// Records a scheduled occurrence that was missed, so that `due` reports it and it is
+    /// never sent late. A run that already exists is left as it is.
+    fn record_missed(&mut self, start: &RunStart) -> Result<(), StateError>;
+
+    /// One run, with its counts per class.
+    fn run(&self, run_id: &str) -> Result<Option<RunSummary>, StateError>;
+
+    /// Every run (of one campaign, if given), newest first, with counts per class.
+    fn runs(&self, campaign: Option<&str>) -> Result<Vec<RunSummary>, StateError>;
+
+    /// A run's deliveries in the classes given (all when `classes` is empty), in the order
+    /// they were first attempted, at most `limit` of them.
+    fn deliveries(
+        &self,
+        run_id: &str,
+        classes: &[OutcomeClass],
+        limit: Option<usize>,
+    ) -> Result<Vec<DeliveryRow>, StateError>;
+}

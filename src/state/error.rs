@@ -1,0 +1,103 @@
+//! What can go wrong with the state store, worded for the person who runs the tool.
+
+use std::path::PathBuf;
+
+/// An error of the state store. Every message names what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The file's schema is newer than this build knows.
+    #[error(
+        "the state file was written by a newer smax-campaign (state schema version {found}; \
+         this build knows up to {supported}); upgrade smax-campaign. The file was left untouched"
+    )]
+    FutureVersion {
+        /// The file's `user_version`.
+        found: u32,
+        /// The newest schema this build knows.
+        supported: u32,
+    },
+
+    /// The file is not a SQLite database, is damaged, or belongs to another program.
+    #[error(
+        "{path} is not a usable smax-campaign state file: {detail}. It was left untouched. \
+         If it is the state of earlier runs, keep it (it records who was already messaged) and \
+         restore it from a backup, or point --state (SMAX_STATE) at another file; a new state \
+         file forgets every earlier send"
+    )]
+    Corrupt {
+        /// The state file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+
+    /// The file uses an older schema and was opened read-only, so it cannot be upgraded.
+    #[error(
+        "{path} uses state schema version {found} (this build uses {supported}) and was \
+         opened read-only; a `smax-campaign run` upgrades it"
+    )]
+    NeedsUpgrade {
+        /// The state file.
+        path: PathBuf,
+        /// The file's `user_version`.
+        found: u32,
+        /// The schema this build writes.
+        supported: u32,
+    },
+
+    /// Another process kept the database locked for longer than the busy timeout.
+    #[error(
+        "{path} stayed locked by another process for too long; \
+         wait for the other smax-campaign to finish and try again"
+    )]
+    Busy {
+        /// The state file.
+        path: PathBuf,
+    },
+
+    /// A write through a store opened with `open_read_only`.
+    #[error("{path} was opened read-only; this command does not write state")]
+    ReadOnly {
+        /// The state file.
+        path: PathBuf,
+    },
+
+    /// The run id has no record.
+    #[error("no run `{run_id}` in the state file")]
+    UnknownRun {
+        /// The run id asked for.
+        run_id: String,
+    },
+
+    /// The run was recorded as a missed occurrence, which is never sent late.
+    #[error(
+        "run `{run_id}` was recorded as missed (its occurrence was not sent in time); \
+         a missed occurrence is never sent late"
+    )]
+    MissedRun {
+        /// The run id.
+        run_id: String,
+    },
+
+    /// A value the store cannot record (a bug in the caller, not in user input).
+    #[error("cannot record {0}")]
+    Invalid(String),
+
+    /// Creating the state file's folder, or reading its metadata, failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+
+    /// Any other SQLite error.
+    #[error("state file {path}: {source}")]
+    Sqlite {
+        /// The state file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+}

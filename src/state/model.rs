@@ -1,0 +1,517 @@
+//! The values the state store takes and returns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The hash the store uses to identify a recipient key in [`PriorDeliveries`]
+/// (xxh3-128 of the key's UTF-8 bytes). Callers hash with this function so that
+/// a million keys cost 16 bytes each instead of a `String` each.
+pub fn key_hash(key: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+}
+
+/// What is known about one recipient of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutcomeClass {
+    /// The request is (or was) in flight. After a crash it reads as `Unknown`
+    /// (see [`crate::state::StateStore::settle_in_flight`]).
+    Attempted,
+    /// HTTP 2xx and `success: true`.
+    Sent,
+    /// Refused by the platform for this recipient; not retried unless `--retry-failed`.
+    Rejected,
+    /// Gave up after the configured retries (429, 5xx, connection refused): counts as failed.
+    Retryable,
+    /// The request may have been delivered (timeout or broken connection after it was
+    /// written). Resent only with `--resend-unknown`.
+    Unknown,
+    /// Invalid at render time; never sent.
+    Skipped,
+}
+
+impl OutcomeClass {
+    /// Every class, in a stable order (the order of [`Counts`]' fields).
+    pub const ALL: [OutcomeClass; 6] = [
+        OutcomeClass::Attempted,
+        OutcomeClass::Sent,
+        OutcomeClass::Rejected,
+        OutcomeClass::Retryable,
+        OutcomeClass::Unknown,
+        OutcomeClass::Skipped,
+    ];
+
+    /// The kebab-case name, as stored and as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeClass::Attempted => "attempted",
+            OutcomeClass::Sent => "sent",
+            OutcomeClass::Rejected => "rejected",
+            OutcomeClass::Retryable => "retryable",
+            OutcomeClass::Unknown => "unknown",
+            OutcomeClass::Skipped => "skipped",
+        }
+    }
+
+    /// True for the classes that count as a failed delivery (`rejected`, `retryable`).
+    pub fn is_failure(self) -> bool {
+        matches!(self, OutcomeClass::Rejected | OutcomeClass::Retryable)
+    }
+}
+
+impl fmt::Display for OutcomeClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of the known classes or statuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{value}` (expected one of: {expected})")]
+pub struct ParseNameError {
+    kind: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+impl FromStr for OutcomeClass {
+    type Err = ParseNameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OutcomeClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| ParseNameError {
+                kind: "outcome class",
+                value: s.to_owned(),
+                expected: "attempted, sent, rejected, retryable, unknown, skipped",
+            })
+    }
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Started and not finished (or its process died: the run's lock tells which).
+    Running,
+    /// Every recipient was handled.
+    Completed,
+    /// Stopped by the tool (bad token, breaker, `max_failures`); the rest is pending.
+    Aborted,
+    /// Stopped by Ctrl-C or SIGTERM; the next `run` resumes it.
+    Interrupted,
+    /// A scheduled occurrence that was not sent in time; never sent late.
+    Missed,
+}
+
+impl RunStatus {
+    /// Every status, in a stable order.
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Aborted,
+        RunStatus::Interrupted,
+        RunStatus::Missed,
+    ];
+
+    /// The kebab-case name, as stored and as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Aborted => "aborted",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Missed => "missed",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = ParseNameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| ParseNameError {
+                kind: "run status",
+                value: s.to_owned(),
+                expected: "running, completed, aborted, interrupted, missed",
+            })
+    }
+}
+
+/// What a run sends, reduced to comparable text: resuming a run whose message
+/// changed is refused unless the user accepts the changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// xxh3-128 (32 lowercase hex digits) of the canonical encoding of `parts`.
+    pub digest: String,
+    /// Part name (`bot`, `api`, `message`, `tag`, `attributes`) → canonical text.
+    pub parts: BTreeMap<String, String>,
+}
+
+impl Fingerprint {
+    /// Computes the digest of `parts`. Each name and text is length-prefixed, so no
+    /// two different maps share an encoding.
+    pub fn new(parts: BTreeMap<String, String>) -> Fingerprint {
+        let mut canonical = Vec::new();
+        for (name, text) in &parts {
+            for s in [name, text] {
+                canonical.extend_from_slice(s.len().to_string().as_bytes());
+                canonical.push(b':');
+                canonical.extend_from_slice(s.as_bytes());
+            }
+            canonical.push(b'\n');
+        }
+        let digest = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&canonical));
+        Fingerprint { digest, parts }
+    }
+
+    /// The parts whose text differs between `self` (stored) and `new`; a part present
+    /// on one side only shows as an empty text on the other.
+    pub fn changes_to(&self, new: &Fingerprint) -> Vec<FingerprintChange> {
+        let mut names: Vec<&String> = self.parts.keys().chain(new.parts.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let old = self.parts.get(name).map_or("", String::as_str);
+                let now = new.parts.get(name).map_or("", String::as_str);
+                (old != now || self.parts.contains_key(name) != new.parts.contains_key(name)).then(
+                    || FingerprintChange {
+                        part: name.clone(),
+                        old: old.to_owned(),
+                        new: now.to_owned(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// One part of a fingerprint that differs from the stored run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FingerprintChange {
+    /// The part's name, e.g. `message`.
+    pub part: String,
+    /// Its text when the run was started (or last accepted); empty if it had no such part.
+    pub old: String,
+    /// Its text now; empty if the part is gone.
+    pub new: String,
+}
+
+/// What identifies a run when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStart {
+    /// `NAME` or `NAME@OCCURRENCE`.
+    pub run_id: String,
+    /// The campaign's name.
+    pub campaign: String,
+    /// The occurrence (RFC 3339 in the campaign's zone) of a scheduled run.
+    pub occurrence: Option<String>,
+    /// What the run sends.
+    pub fingerprint: Fingerprint,
+}
+
+/// The answer of [`crate::state::StateStore::begin_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// The run did not exist; it is now recorded as running.
+    New,
+    /// The run existed. When `changed` is empty it is marked running again; otherwise it
+    /// is left as it was until the caller accepts the changes
+    /// ([`crate::state::StateStore::accept_fingerprint`]) or refuses to go on.
+    Resumed {
+        /// The run as it was found (status, counts) before this call.
+        previous: RunSummary,
+        /// Parts of the fingerprint that differ from the stored one.
+        changed: Vec<FingerprintChange>,
+    },
+}
+
+/// A recipient about to be sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The recipient's audience `key`.
+    pub key: String,
+    /// Where the recipient came from (the audience file).
+    pub source: String,
+    /// Its row (line) in that source.
+    pub row: u64,
+}
+
+/// How a recipient's delivery ended (for now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    /// The recipient's audience `key`.
+    pub key: String,
+    /// The outcome.
+    pub class: OutcomeClass,
+    /// HTTP requests made for this recipient since its attempt was recorded (1 + retries;
+    /// 0 for `Skipped`). The stored count then covers every request across resumes.
+    pub attempts: u32,
+    /// The last HTTP status, if a response came back.
+    pub status: Option<u16>,
+    /// The platform's `result` text, or the error's description. Never a token.
+    pub platform_text: Option<String>,
+}
+
+/// Number of recipients of a run in each class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// In flight (or a crashed process's in-flight requests not yet settled).
+    pub attempted: u64,
+    /// Delivered.
+    pub sent: u64,
+    /// Refused by the platform.
+    pub rejected: u64,
+    /// Gave up after retries.
+    pub retryable: u64,
+    /// May or may not have been delivered.
+    pub unknown: u64,
+    /// Invalid at render time.
+    pub skipped: u64,
+}
+
+impl Counts {
+    /// The count of one class.
+    pub fn get(&self, class: OutcomeClass) -> u64 {
+        match class {
+            OutcomeClass::Attempted => self.attempted,
+            OutcomeClass::Sent => self.sent,
+            OutcomeClass::Rejected => self.rejected,
+            OutcomeClass::Retryable => self.retryable,
+            OutcomeClass::Unknown => self.unknown,
+            OutcomeClass::Skipped => self.skipped,
+        }
+    }
+
+    /// Adds `n` to one class.
+    pub fn add(&mut self, class: OutcomeClass, n: u64) {
+        let slot = match class {
+            OutcomeClass::Attempted => &mut self.attempted,
+            OutcomeClass::Sent => &mut self.sent,
+            OutcomeClass::Rejected => &mut self.rejected,
+            OutcomeClass::Retryable => &mut self.retryable,
+            OutcomeClass::Unknown => &mut self.unknown,
+            OutcomeClass::Skipped => &mut self.skipped,
+        };
+        *slot = slot.saturating_add(n);
+    }
+
+    /// Every recipient with a record.
+    pub fn total(&self) -> u64 {
+        OutcomeClass::ALL.iter().map(|c| self.get(*c)).sum()
+    }
+
+    /// Failed deliveries (`rejected` + `retryable`).
+    pub fn failed(&self) -> u64 {
+        self.rejected + self.retryable
+    }
+}
+
+/// A run as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// `NAME` or `NAME@OCCURRENCE`.
+    pub run_id: String,
+    /// The campaign's name.
+    pub campaign: String,
+    /// The occurrence of a scheduled run.
+    pub occurrence: Option<String>,
+    /// Where the run stands.
+    pub status: RunStatus,
+    /// When the run was first begun (or recorded as missed).
+    pub started: DateTime<Utc>,
+    /// When it last finished; `None` while running.
+    pub finished: Option<DateTime<Utc>>,
+    /// Recipients per class.
+    pub counts: Counts,
+    /// The stored fingerprint's digest.
+    pub fingerprint_digest: String,
+}
+
+/// One recipient's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    /// The recipient's audience `key`.
+    pub key: String,
+    /// The source it was last attempted from.
+    pub source: String,
+    /// Its row in that source.
+    pub row: u64,
+    /// Its current class.
+    pub class: OutcomeClass,
+    /// HTTP requests made for this recipient across every resume of the run (a request
+    /// that was in flight when a process died counts as one).
+    pub attempts: u32,
+    /// The last HTTP status, if any.
+    pub status: Option<u16>,
+    /// The platform's `result` text or the error's description.
+    pub platform_text: Option<String>,
+    /// When it was first attempted (or recorded).
+    pub first_attempt: DateTime<Utc>,
+    /// When its record last changed.
+    pub last_update: DateTime<Utc>,
+}
+
+/// The hasher for [`key_hash`] values: they are already uniformly distributed, so the
+/// map uses their low bits as they are.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for non-u128 input, which this map never hashes; stay correct anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        // Truncation intended: xxh3's low 64 bits are as good as any.
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            self.0 = n as u64;
+        }
+    }
+}
+
+/// Every recipient a run has a record for, by [`key_hash`], with its class: what the
+/// delivery loop consults to decide whether to skip, retry or resend.
+#[derive(Debug, Clone, Default)]
+pub struct PriorDeliveries {
+    map: HashMap<u128, OutcomeClass, BuildHasherDefault<KeyHashHasher>>,
+}
+
+impl PriorDeliveries {
+    /// An empty set.
+    pub fn new() -> PriorDeliveries {
+        PriorDeliveries::default()
+    }
+
+    /// Records (or overwrites) one entry.
+    pub fn insert(&mut self, hash: u128, class: OutcomeClass) {
+        self.map.insert(hash, class);
+    }
+
+    /// The class of a recipient key, if the run has a record for it.
+    pub fn get(&self, key: &str) -> Option<OutcomeClass> {
+        self.get_hash(key_hash(key))
+    }
+
+    /// The class of a recipient by its [`key_hash`].
+    pub fn get_hash(&self, hash: u128) -> Option<OutcomeClass> {
+        self.map.get(&hash).copied()
+    }
+
+    /// Number of recipients with a record.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when the run has no record of any recipient.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Recipients per class.
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for class in self.map.values() {
+            counts.add(*class, 1);
+        }
+        counts
+    }
+
+    /// Every (hash, class) pair, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u128, OutcomeClass)> + '_ {
+        self.map.iter().map(|(h, c)| (*h, *c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn class_and_status_names_round_trip() {
+        for c in OutcomeClass::ALL {
+            assert_eq!(c.as_str().parse::<OutcomeClass>().unwrap(), c);
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
+        }
+        for s in RunStatus::ALL {
+            assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
+        }
+        let err = "delivered".parse::<OutcomeClass>().unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("unknown outcome class `delivered`"));
+    }
+
+    #[test]
+    fn fingerprint_digest_is_stable_and_unambiguous() {
+        let a = Fingerprint::new(parts(&[("bot", "1"), ("message", "hi")]));
+        let b = Fingerprint::new(parts(&[("message", "hi"), ("bot", "1")]));
+        assert_eq!(a, b);
+        assert_eq!(a.digest.len(), 32);
+        // Moving text between name and value must change the digest.
+        let c = Fingerprint::new(parts(&[("ab", "c")]));
+        let d = Fingerprint::new(parts(&[("a", "bc")]));
+        assert_ne!(c.digest, d.digest);
+        // An empty part is not the same as a missing one.
+        let e = Fingerprint::new(parts(&[("tag", "")]));
+        let f = Fingerprint::new(parts(&[]));
+        assert_ne!(e.digest, f.digest);
+        assert_eq!(f.changes_to(&e).len(), 1);
+    }
+
+    #[test]
+    fn changes_list_only_differing_parts() {
+        let old = Fingerprint::new(parts(&[("bot", "1"), ("message", "hi"), ("tag", "X")]));
+        let new = Fingerprint::new(parts(&[("bot", "1"), ("message", "hello"), ("api", "v2")]));
+        let changes = old.changes_to(&new);
+        let names: Vec<&str> = changes.iter().map(|c| c.part.as_str()).collect();
+        assert_eq!(names, ["api", "message", "tag"]);
+        assert_eq!(changes[1].old, "hi");
+        assert_eq!(changes[1].new, "hello");
+        assert_eq!(changes[2].new, "");
+        assert!(old.changes_to(&old).is_empty());
+    }
+
+    #[test]
+    fn prior_deliveries_lookup() {
+        let mut p = PriorDeliveries::new();
+        p.insert(key_hash("a"), OutcomeClass::Sent);
+        p.insert(key_hash("b"), OutcomeClass::Unknown);
+        assert_eq!(p.get("a"), Some(OutcomeClass::Sent));
+        assert_eq!(p.get("c"), None);
+        assert_eq!(p.counts().unknown, 1);
+        assert_eq!(p.len(), 2);
+    }
+}
