@@ -1,5 +1,6 @@
 //! One file per subcommand: resolve inputs, orchestrate, print.
 
+mod due;
 mod plan;
 mod run;
 mod runstate;
@@ -70,7 +71,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         },
         Command::Run(args) => run::run(&global, &args),
         Command::Status(args) => status::run(&global, &args),
-        Command::Due(_) => usage_error("`due` is not available in this build yet"),
+        Command::Due(args) => due::run(&global, &args),
         Command::Sandbox(args) => sandbox::run(&args),
         Command::Schema(args) => schema::run(&args),
     }

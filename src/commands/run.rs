@@ -46,9 +46,19 @@ pub struct RunReport {
 }
 
 pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
-    if args.due.is_some() {
-        return super::usage_error("`run --due` is not available in this build yet");
-    }
+    let campaigns = match &args.due {
+        Some(dir) => match super::campaign_files(dir) {
+            Ok(files) => files,
+            Err(e) => {
+                return super::usage_error(&format!(
+                    "cannot list `{}`: {}",
+                    dir.display(),
+                    crate::campaign::io_reason(&e)
+                ))
+            }
+        },
+        None => args.campaigns.clone(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,7 +69,7 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
             return ExitStatus::Failed;
         }
     };
-    runtime.block_on(run_all(global, args, &args.campaigns))
+    runtime.block_on(run_all(global, args, &campaigns))
 }
 
 async fn run_all(global: &GlobalArgs, args: &RunArgs, campaigns: &[PathBuf]) -> ExitStatus {
@@ -205,6 +215,10 @@ async fn run_one(
         Err(status) => return (status, None),
     };
     let campaign = &prepared.campaign;
+    if args.due.is_some() && campaign.schedule.is_none() {
+        // `--due` runs scheduled campaigns only; the others run when asked.
+        return (ExitStatus::Success, None);
+    }
     let rate = campaign.delivery.rate;
     if rate > PLATFORM_RATE_LIMIT && is_real_api(&prepared.api_url) {
         eprint_diagnostics(&[Diagnostic::error(
@@ -388,6 +402,7 @@ async fn run_one(
             token,
         }),
         budget: budgets.for_bot(&campaign.bot.id, rate),
+        gate: send_window_gate(campaign, at),
     };
     let settings = Settings {
         concurrency,
@@ -417,7 +432,6 @@ async fn run_one(
 
     let total = pass.report.counts.to_send;
     let progress = tokio::spawn(show_progress(stats.clone(), total, global.quiet));
-    let gate = send_window_gate(campaign, at);
     let result = delivery::deliver(
         rx,
         target,
@@ -425,7 +439,6 @@ async fn run_one(
         journal,
         stopper.clone(),
         stats.clone(),
-        gate,
     )
     .await;
     progress.abort();

@@ -238,11 +238,16 @@ impl DeliveryResult {
     }
 }
 
+/// Whether sending may go on now (a schedule's send window); checked right
+/// before each request leaves.
+pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// What delivery needs for one bot.
 pub struct Target {
     pub transport: Arc<dyn Transport>,
     pub bot: Arc<BotAuth>,
     pub budget: Arc<BotBudget>,
+    pub gate: Option<Gate>,
 }
 
 /// Delivers every request from `requests` until the channel closes or the run stops.
@@ -253,7 +258,6 @@ pub async fn deliver(
     journal: JournalHandle,
     stopper: Stopper,
     stats: Arc<Stats>,
-    may_send_now: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 ) -> DeliveryResult {
     let started = Instant::now();
     let concurrency = settings.concurrency.max(1);
@@ -267,16 +271,16 @@ pub async fn deliver(
         if stopper.is_stopped() {
             break;
         }
-        if let Some(gate) = &may_send_now {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stopper.stopped() => break,
+        };
+        if let Some(gate) = &target.gate {
             if !gate() {
                 stopper.stop(StopReason::WindowClosed);
                 break;
             }
         }
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stopper.stopped() => break,
-        };
         let request = tokio::select! {
             r = requests.recv() => match r { Some(r) => r, None => break },
             _ = stopper.stopped() => break,
@@ -393,6 +397,12 @@ async fn attempt_until_settled(
         tokio::select! {
             _ = target.budget.acquire() => {}
             _ = stopper.stopped() => return not_sent(attempts, None, "run stopped before sending".into()),
+        }
+        if let Some(gate) = &target.gate {
+            if !gate() {
+                stopper.stop(StopReason::WindowClosed);
+                return not_sent(attempts, None, "the send window closed".into());
+            }
         }
         attempts += 1;
         stats.requests.fetch_add(1, Ordering::Relaxed);
