@@ -31,7 +31,11 @@ fn compiled(which: &Which) -> Option<&'static Compiled> {
         let schema = schema();
         let mut known_keys = BTreeSet::new();
         collect_property_names(&schema, &mut known_keys);
-        let validator = jsonschema::validator_for(&schema).ok()?;
+        // Our patterns are plain ASCII: the `regex` engine suffices.
+        let validator = jsonschema::options()
+            .with_pattern_options(jsonschema::PatternOptions::regex())
+            .build(&schema)
+            .ok()?;
         Some(Compiled {
             validator,
             known_keys,

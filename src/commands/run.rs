@@ -16,8 +16,8 @@ use crate::api::{BotAuth, HttpTransport, Secret};
 use crate::campaign::{TokenSource, DEFAULT_API_URL};
 use crate::cli::{GlobalArgs, ReportFormat, RunArgs};
 use crate::delivery::{
-    self, Budgets, DeliveryResult, Journal, JournalHandle, Settings, Stats, StopReason, Stopper,
-    Target,
+    self, Budgets, DeliveryResult, Journal, JournalHandle, NullJournal, Settings, Stats,
+    StopReason, Stopper, Target,
 };
 use crate::diagnostic::Diagnostic;
 use crate::plan::{run_id, Counts, Pipeline, Planned};
@@ -243,11 +243,16 @@ async fn run_one(
 
     // The state store, the run this invocation acts on, and its locks.
     let state_file = state_path(global, &prepared.project);
-    let mut store = match SqliteStore::open(&state_file) {
-        Ok(s) => s,
-        Err(e) => return (state_error(&state_file, &e), None),
+    let stateless = state_file.as_os_str() == "none";
+    let mut store = if stateless {
+        None
+    } else {
+        match SqliteStore::open(&state_file) {
+            Ok(s) => Some(s),
+            Err(e) => return (state_error(&state_file, &e), None),
+        }
     };
-    let run_info = match current_run(campaign, at, &mut store, global.quiet) {
+    let run_info = match current_run(campaign, at, store.as_mut(), global.quiet) {
         Ok(Some(info)) => info,
         Ok(None) => return (ExitStatus::Success, None),
         Err(e) => return (state_error(&state_file, &e), None),
@@ -261,46 +266,21 @@ async fn run_one(
         Some(Ok(d)) => Some(d),
         Some(Err(e)) => return (super::usage_error(&format!("--wait-lock: {e}")), None),
     };
-    let _locks = match take_locks(&state_file, &run_info.id, &campaign.bot.id, wait) {
-        Ok(l) => l,
-        Err(status) => return (status, None),
+    let _locks = match &store {
+        None => None,
+        Some(_) => match take_locks(&state_file, &run_info.id, &campaign.bot.id, wait) {
+            Ok(l) => Some(l),
+            Err(status) => return (status, None),
+        },
     };
-    let start = RunStart {
-        run_id: run_info.id.clone(),
-        campaign: campaign.name.clone(),
-        occurrence: run_info.occurrence.clone(),
-        fingerprint: fingerprint(campaign),
+    let filter = match store.as_mut() {
+        None => None,
+        Some(store) => match resume(store, &run_info, campaign, args) {
+            Ok(f) => Some(f),
+            Err(ResumeRefused::Changed) => return (ExitStatus::Invalid, None),
+            Err(ResumeRefused::State(e)) => return (state_error(&state_file, &e), None),
+        },
     };
-    match store.begin_run(&start) {
-        Ok(Begin::New) => {}
-        Ok(Begin::Resumed { changed, .. }) if changed.is_empty() => {}
-        Ok(Begin::Resumed { changed, .. }) => {
-            if !args.accept_changes {
-                explain_changes(&run_info.id, &changed);
-                return (ExitStatus::Invalid, None);
-            }
-            if let Err(e) = store.accept_fingerprint(&run_info.id, &start.fingerprint) {
-                return (state_error(&state_file, &e), None);
-            }
-        }
-        Err(e) => return (state_error(&state_file, &e), None),
-    }
-    match store.settle_in_flight(&run_info.id) {
-        Ok(0) => {}
-        Ok(n) => print_err(&format!(
-            "{n} recipient(s) were in flight when an earlier attempt of this run stopped; they are now `unknown` and are not resent unless you pass --resend-unknown\n"
-        )),
-        Err(e) => return (state_error(&state_file, &e), None),
-    }
-    let prior = match store.prior(&run_info.id) {
-        Ok(p) => p,
-        Err(e) => return (state_error(&state_file, &e), None),
-    };
-    let filter: Arc<dyn crate::plan::PriorLookup> = Arc::new(ResumeFilter {
-        prior,
-        retry_failed: args.retry_failed,
-        resend_unknown: args.resend_unknown,
-    });
 
     // First pass: the whole plan, before anything is sent.
     let mut requests_file = match &args.options.requests {
@@ -326,7 +306,7 @@ async fn run_one(
             &prepared,
             &run_info,
             0,
-            Some(filter.clone()),
+            filter.clone(),
             |line| {
                 use std::io::Write;
                 if let Some(w) = requests_file.as_mut() {
@@ -352,11 +332,15 @@ async fn run_one(
     }
     if args.options.fail_on_invalid && pass.report.counts.invalid > 0 {
         print_err("invalid recipients and --fail-on-invalid: nothing sent\n");
-        let _ = store.finish_run(&run_info.id, RunStatus::Aborted);
+        if let Some(store) = store.as_mut() {
+            let _ = store.finish_run(&run_info.id, RunStatus::Aborted);
+        }
         return (ExitStatus::Failed, None);
     }
     if pass.report.counts.to_send == 0 {
-        let _ = store.finish_run(&run_info.id, RunStatus::Completed);
+        if let Some(store) = store.as_mut() {
+            let _ = store.finish_run(&run_info.id, RunStatus::Completed);
+        }
         print_out(&format!(
             "nothing to send: run {} has handled every recipient ({} already sent or settled in this run)\n",
             run_info.id,
@@ -365,10 +349,13 @@ async fn run_one(
         return (ExitStatus::Success, None);
     }
 
-    let journal: Box<dyn Journal> = Box::new(StateJournal {
-        store,
-        run_id: run_info.id.clone(),
-    });
+    let journal: Box<dyn Journal> = match store {
+        Some(store) => Box::new(StateJournal {
+            store,
+            run_id: run_info.id.clone(),
+        }),
+        None => Box::new(NullJournal),
+    };
     let (journal, journal_thread) = JournalHandle::start(journal);
     let stats = Arc::new(Stats::default());
     let stopper = Stopper::default();
@@ -420,7 +407,7 @@ async fn run_one(
         let renderer = pass.renderer.clone();
         let suppressed = pass.suppressed;
         std::thread::spawn(move || {
-            for planned in Pipeline::new(&campaign, renderer, suppressed, Some(filter)) {
+            for planned in Pipeline::new(&campaign, renderer, suppressed, filter) {
                 if let Planned::Send(request) = planned {
                     if tx.blocking_send(request).is_err() {
                         break;
@@ -454,10 +441,12 @@ async fn run_one(
         Some(StopReason::Interrupted | StopReason::WindowClosed) => RunStatus::Interrupted,
         Some(_) => RunStatus::Aborted,
     };
-    let finished =
-        SqliteStore::open(&state_file).and_then(|mut s| s.finish_run(&run_info.id, run_status));
-    if let Err(e) = finished {
-        state_error(&state_file, &e);
+    if !stateless {
+        let finished =
+            SqliteStore::open(&state_file).and_then(|mut s| s.finish_run(&run_info.id, run_status));
+        if let Err(e) = finished {
+            state_error(&state_file, &e);
+        }
     }
     let status = if failed || aborted {
         ExitStatus::Failed
@@ -629,6 +618,55 @@ fn markdown_summary(r: &RunReport) -> String {
     out
 }
 
+enum ResumeRefused {
+    Changed,
+    State(StateError),
+}
+
+/// Opens (or reopens) the run in the store: refuses a changed message unless
+/// --accept-changes, settles requests left in flight by a crash, and returns
+/// the resume filter built from what the run already recorded.
+fn resume(
+    store: &mut SqliteStore,
+    run_info: &RunInfo,
+    campaign: &crate::campaign::Campaign,
+    args: &RunArgs,
+) -> Result<Arc<dyn crate::plan::PriorLookup>, ResumeRefused> {
+    let start = RunStart {
+        run_id: run_info.id.clone(),
+        campaign: campaign.name.clone(),
+        occurrence: run_info.occurrence.clone(),
+        fingerprint: fingerprint(campaign),
+    };
+    match store.begin_run(&start).map_err(ResumeRefused::State)? {
+        Begin::New => {}
+        Begin::Resumed { changed, .. } if changed.is_empty() => {}
+        Begin::Resumed { changed, .. } => {
+            if !args.accept_changes {
+                explain_changes(&run_info.id, &changed);
+                return Err(ResumeRefused::Changed);
+            }
+            store
+                .accept_fingerprint(&run_info.id, &start.fingerprint)
+                .map_err(ResumeRefused::State)?;
+        }
+    }
+    let settled = store
+        .settle_in_flight(&run_info.id)
+        .map_err(ResumeRefused::State)?;
+    if settled > 0 {
+        print_err(&format!(
+            "{settled} recipient(s) were in flight when an earlier attempt of this run stopped; they are now `unknown` and are not resent unless you pass --resend-unknown\n"
+        ));
+    }
+    let prior = store.prior(&run_info.id).map_err(ResumeRefused::State)?;
+    Ok(Arc::new(ResumeFilter {
+        prior,
+        retry_failed: args.retry_failed,
+        resend_unknown: args.resend_unknown,
+    }))
+}
+
 fn explain_changes(run_id: &str, changed: &[FingerprintChange]) {
     use std::fmt::Write;
     let mut message = format!(
@@ -661,7 +699,7 @@ fn explain_changes(run_id: &str, changed: &[FingerprintChange]) {
 fn current_run(
     campaign: &crate::campaign::Campaign,
     at: chrono::DateTime<chrono::Utc>,
-    store: &mut SqliteStore,
+    mut store: Option<&mut SqliteStore>,
     quiet: bool,
 ) -> Result<Option<RunInfo>, StateError> {
     use crate::schedule::Due;
@@ -674,12 +712,10 @@ fn current_run(
     };
     let tz = schedule.timezone();
     let due = {
-        let store = &*store;
+        let store = store.as_deref();
         schedule.due(at, |occurrence: &str| {
             store
-                .run(&run_id(campaign, Some(occurrence)))
-                .ok()
-                .flatten()
+                .and_then(|s| s.run(&run_id(campaign, Some(occurrence))).ok().flatten())
                 .is_some_and(|r| matches!(r.status, RunStatus::Completed | RunStatus::Missed))
         })
     };
@@ -698,12 +734,14 @@ fn current_run(
         })),
         Due::Missed { occurrence, next } => {
             let id = occurrence.id();
-            store.record_missed(&RunStart {
-                run_id: run_id(campaign, Some(&id)),
-                campaign: campaign.name.clone(),
-                occurrence: Some(id.clone()),
-                fingerprint: fingerprint(campaign),
-            })?;
+            if let Some(store) = store.as_mut() {
+                store.record_missed(&RunStart {
+                    run_id: run_id(campaign, Some(&id)),
+                    campaign: campaign.name.clone(),
+                    occurrence: Some(id.clone()),
+                    fingerprint: fingerprint(campaign),
+                })?;
+            }
             say(format!(
                 "{}: occurrence {id} was missed (older than catch_up when first seen); recorded, not sent late{}\n",
                 campaign.name,
