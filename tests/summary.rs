@@ -1,0 +1,68 @@
+//! What CI shows people after a run: the markdown appended to
+//! $GITHUB_STEP_SUMMARY and the JSON report's shape.
+
+mod common;
+
+use common::{customers_csv, transcript, SandboxProc, TempProject};
+
+#[test]
+fn the_step_summary_of_a_run_with_rejections() {
+    let sandbox = SandboxProc::start(&[
+        "--bot",
+        "bot-1=summary-token",
+        "--fail",
+        "reject:0.3",
+        "--seed",
+        "4",
+    ]);
+    let p = TempProject::new("bots:\n  shop:\n    id: \"bot-1\"\n    token_env: SHOP_TOKEN\n");
+    p.write("customers.csv", &customers_csv(20));
+    p.write(
+        "c.yaml",
+        "version: 1\nname: summary\nbot: shop\naudience:\n  from:\n    - csv: customers.csv\nrecipient:\n  customer_id: \"{{ customer_id }}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: \"Chào {{ first_name }}\"\ndelivery:\n  rate: 1000\n  concurrency: 1\n  max_failures: \"100\"\n",
+    );
+    let summary = p.path().join("summary.md");
+    let summary_str = summary.display().to_string();
+    let out = p.run(
+        &["run", "c.yaml", "--report", "report.json"],
+        &[
+            ("SHOP_TOKEN", "summary-token"),
+            ("SMAX_API_URL", &sandbox.url),
+            ("GITHUB_STEP_SUMMARY", &summary_str),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", transcript(&out));
+    let markdown = std::fs::read_to_string(&summary).expect("summary written");
+    insta::with_settings!({filters => vec![
+        (r"in [0-9.]+m?s \([0-9.]+/s\)", "in [DURATION] ([RATE]/s)"),
+    ]}, {
+        insta::assert_snapshot!(markdown);
+    });
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join("report.json")).expect("report"))
+            .expect("json");
+    let run = &report["runs"][0];
+    for key in [
+        "campaign",
+        "run_id",
+        "plan",
+        "sent",
+        "rejected",
+        "failed",
+        "unknown",
+        "not_sent",
+        "requests",
+        "rate_limited",
+        "seconds",
+        "achieved_rate",
+        "top_failures",
+        "exit_code",
+    ] {
+        assert!(run.get(key).is_some(), "report lacks {key}: {run}");
+    }
+    assert_eq!(report["exit_code"], 1);
+    assert_eq!(
+        run["sent"].as_u64().unwrap_or(0) + run["rejected"].as_u64().unwrap_or(0),
+        20
+    );
+}
