@@ -12,6 +12,13 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Percent-encodes a path segment or query value as the platform expects.
+///
+/// ```
+/// use smax_campaign::api::wire::encode;
+/// assert_eq!(encode("Khuyến mãi & 50%").to_string(), "Khuy%E1%BA%BFn%20m%C3%A3i%20%26%2050%25");
+/// assert_eq!(encode("a+b=c#d~e").to_string(), "a%2Bb%3Dc%23d~e");
+/// ```
 pub fn encode(s: &str) -> percent_encoding::PercentEncode<'_> {
     percent_encoding::utf8_percent_encode(s, COMPONENT)
 }

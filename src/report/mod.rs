@@ -5,6 +5,11 @@ mod plan;
 pub use plan::{request_json, PlanReport, SendingSpan};
 
 /// `1234567` → `1,234,567`.
+///
+/// ```
+/// assert_eq!(smax_campaign::report::thousands(1_234_567), "1,234,567");
+/// assert_eq!(smax_campaign::report::thousands(999), "999");
+/// ```
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
@@ -18,6 +23,12 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// A duration for people: `0s`, `44.7s`, `12m 5s`, `11h 6m`.
+///
+/// ```
+/// use smax_campaign::report::human_duration;
+/// assert_eq!(human_duration(44.7), "44.7s");
+/// assert_eq!(human_duration(40_000.0), "11h 6m");
+/// ```
 pub fn human_duration(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 0.0 {
         return "unknown".into();
