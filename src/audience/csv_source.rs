@@ -49,6 +49,31 @@ pub(crate) struct Header {
     index: std::collections::HashMap<Arc<str>, usize>,
 }
 
+/// Up to this many columns, comparing names beats hashing the looked-up name.
+const SCAN_COLUMNS: usize = 16;
+
+impl Header {
+    fn new(names: Vec<Arc<str>>) -> Header {
+        Header {
+            index: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i))
+                .collect(),
+            names,
+        }
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        if self.names.len() <= SCAN_COLUMNS {
+            // From the end: a repeated column name resolves to its last
+            // column, as in the map (built last-wins).
+            return self.names.iter().rposition(|n| n.as_ref() == name);
+        }
+        self.index.get(name).copied()
+    }
+}
+
 #[derive(Debug)]
 struct CsvRow {
     header: Arc<Header>,
@@ -57,8 +82,11 @@ struct CsvRow {
 
 impl minijinja::value::Object for CsvRow {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        let i = *self.header.index.get(key.as_str()?)?;
-        self.values.get(i).cloned()
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        self.values.get(self.header.position(key)?).cloned()
     }
 
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
@@ -107,14 +135,7 @@ pub(super) fn open(
         })
         .collect();
     let names: Vec<Arc<str>> = names.into_iter().map(Arc::from).collect();
-    let header = Arc::new(Header {
-        index: names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i))
-            .collect(),
-        names,
-    });
+    let header = Arc::new(Header::new(names));
     let mut record = csv::ByteRecord::new();
     let mut done = false;
     Box::new(std::iter::from_fn(move || {
@@ -212,5 +233,24 @@ fn shorten(s: &str) -> String {
         format!("{}…", s.chars().take(20).collect::<String>())
     } else {
         s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_column_name_means_its_last_column_however_wide_the_file() {
+        for width in [3, SCAN_COLUMNS + 5] {
+            let mut names: Vec<Arc<str>> = (0..width).map(|i| Arc::from(format!("c{i}"))).collect();
+            names[0] = Arc::from("dup");
+            names[width - 1] = Arc::from("dup");
+            let header = Header::new(names);
+            assert_eq!(header.position("dup"), Some(width - 1));
+            assert_eq!(header.position("c1"), Some(1));
+            assert_eq!(header.position(&format!("c{}", width - 2)), Some(width - 2));
+            assert_eq!(header.position("nope"), None);
+        }
     }
 }

@@ -1,17 +1,16 @@
-use std::collections::HashSet;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use super::{eprint_diagnostics, print_err, print_out, ExitStatus};
-use crate::api::wire::BotEndpoint;
+use crate::api::wire::{BotEndpoint, WireRequest, REDACTED};
 use crate::campaign::{self, Campaign, DEFAULT_API_URL};
 use crate::cli::{GlobalArgs, PlanOptions, ReportFormat};
 use crate::diagnostic::{Diagnostic, Location, Tally};
 use crate::plan::{
-    preview_run, suppression_set, InvalidRow, Pipeline, PlanError, Planned, PriorLookup,
+    preview_run, suppression_set, InvalidRow, KeySet, Pipeline, PlanError, Planned, PriorLookup,
 };
-use crate::render::{Renderer, RunInfo};
+use crate::render::{RenderedRequest, Renderer, RunInfo};
 use crate::report::{request_json, PlanReport};
 
 /// A campaign ready to plan or send.
@@ -99,11 +98,59 @@ pub(crate) fn plan_errors(errors: &[PlanError]) -> Vec<Diagnostic> {
         .collect()
 }
 
+/// One line of the requests file: what [`request_json`] gives, serialized
+/// straight from the request. Building that `Value` (a copy of the body, a map
+/// per line) cost more than rendering the request; the test below keeps the
+/// two byte for byte the same.
+pub(crate) struct RequestLine<'a> {
+    request: &'a RenderedRequest,
+    /// The request's file as [`request_json`] shows it (made once per file).
+    file: &'a str,
+    api_url: &'a str,
+    bot: &'a BotEndpoint,
+}
+
+impl serde::Serialize for RequestLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Headers(bool);
+        impl serde::Serialize for Headers {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(None)?;
+                map.serialize_entry("Content-Type", "application/json")?;
+                if self.0 {
+                    map.serialize_entry("Authorization", &format_args!("Bearer {REDACTED}"))?;
+                }
+                map.end()
+            }
+        }
+        let request = self.request;
+        let v2 = match &request.wire {
+            WireRequest::V2(v2) => Some(&v2.body),
+            WireRequest::V1(_) => None,
+        };
+        let mut url = self.api_url.trim_end_matches('/').to_owned();
+        url.push_str(&request.wire.path_and_query(self.bot, None));
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("file", self.file)?;
+        map.serialize_entry("row", &request.origin.line)?;
+        map.serialize_entry("key", &request.key)?;
+        map.serialize_entry("method", "POST")?;
+        map.serialize_entry("url", &url)?;
+        map.serialize_entry("headers", &Headers(v2.is_some()))?;
+        match v2 {
+            Some(body) => map.serialize_entry("body", body)?,
+            None => map.serialize_entry("body", &serde_json::Map::new())?,
+        }
+        map.end()
+    }
+}
+
 /// The outcome of reading the whole audience once, without sending.
 pub(crate) struct PlanPass {
     pub report: PlanReport,
     pub renderer: Arc<Renderer>,
-    pub suppressed: HashSet<u128>,
+    pub suppressed: Arc<KeySet>,
 }
 
 /// Reads and renders the whole audience. `sink` sees every request to send
@@ -114,7 +161,7 @@ pub(crate) fn plan_pass(
     run_info: &RunInfo,
     sample_size: usize,
     prior: Option<Arc<dyn PriorLookup>>,
-    mut sink: impl FnMut(&serde_json::Value) -> std::io::Result<()>,
+    mut sink: impl FnMut(&RequestLine<'_>) -> std::io::Result<()>,
     want_lines: bool,
 ) -> Result<PlanPass, ExitStatus> {
     let campaign = &prepared.campaign;
@@ -130,7 +177,7 @@ pub(crate) fn plan_pass(
         }
     };
     let suppressed = match suppression_set(campaign, &renderer) {
-        Ok(s) => s,
+        Ok(s) => Arc::new(s),
         Err(errors) => {
             eprint_diagnostics(&plan_errors(&errors));
             print_err("the suppression list must be read whole before anyone can be messaged; fix the rows above\n");
@@ -145,6 +192,7 @@ pub(crate) fn plan_pass(
     let mut invalid_rows = Vec::new();
     let mut pipeline = Pipeline::new(campaign, renderer.clone(), suppressed.clone(), prior);
     let mut write_error = None;
+    let mut file_shown: Option<(Arc<Path>, String)> = None;
     for planned in pipeline.by_ref() {
         match planned {
             Planned::Send(request) => {
@@ -152,7 +200,21 @@ pub(crate) fn plan_pass(
                     sample.push(request_json(&request, &prepared.api_url, &bot));
                 }
                 if want_lines && write_error.is_none() {
-                    if let Err(e) = sink(&request_json(&request, &prepared.api_url, &bot)) {
+                    let file = &request.origin.file;
+                    let shown = match &file_shown {
+                        Some((f, shown)) if Arc::ptr_eq(f, file) => shown,
+                        _ => {
+                            let shown = file.display().to_string();
+                            &file_shown.insert((file.clone(), shown)).1
+                        }
+                    };
+                    let line = RequestLine {
+                        request: &request,
+                        file: shown,
+                        api_url: &prepared.api_url,
+                        bot: &bot,
+                    };
+                    if let Err(e) = sink(&line) {
                         write_error = Some(e);
                     }
                 }
@@ -220,7 +282,8 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
     let run_info = preview.run.clone();
     let mut requests_file = match &options.requests {
         Some(p) => match std::fs::File::create(p) {
-            Ok(f) => Some(BufWriter::new(f)),
+            // Lines are ~400 bytes: a larger buffer means fewer writes.
+            Ok(f) => Some(BufWriter::with_capacity(1 << 16, f)),
             Err(e) => {
                 eprint_diagnostics(&[Diagnostic::error(
                     "unwritable-file",
@@ -304,5 +367,61 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
         ExitStatus::Failed
     } else {
         ExitStatus::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::wire::{V1Block, V1Send, V2Send};
+    use crate::audience::Origin;
+
+    #[test]
+    fn request_lines_are_request_json_byte_for_byte() {
+        let bot = BotEndpoint {
+            id: "b 1/é".into(),
+            tag_style: Default::default(),
+        };
+        let origin = Origin {
+            file: Arc::from(Path::new("dir \"q\"\\/Hà Nội.csv")),
+            line: 7,
+        };
+        let body = serde_json::json!({
+            "customer_id": "C\"1\"\n",
+            "messages": [{ "text": "Chào 🎉 <b>" }],
+            "priority": ["phone"],
+        });
+        let serde_json::Value::Object(body) = body else {
+            panic!("an object")
+        };
+        let requests = [
+            WireRequest::V2(V2Send { body }),
+            WireRequest::V1(V1Send {
+                user_id: "u 1".into(),
+                block: Some(V1Block::Name("Khuyến mãi".into())),
+                tag: None,
+                attributes: vec![("a&b".into(), "c=d".into())],
+            }),
+        ];
+        for wire in requests {
+            let request = RenderedRequest {
+                key: "k\"ey".into(),
+                origin: origin.clone(),
+                wire,
+            };
+            for api_url in ["http://127.0.0.1:8787/", "https://api.smax.bot"] {
+                let expected = serde_json::to_string(&request_json(&request, api_url, &bot));
+                let line = RequestLine {
+                    request: &request,
+                    file: &origin.file.display().to_string(),
+                    api_url,
+                    bot: &bot,
+                };
+                assert_eq!(
+                    serde_json::to_string(&line).expect("serializes"),
+                    expected.expect("serializes")
+                );
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use minijinja::Value;
 use crate::api::wire::{V1Block, V1Send, V2Send, WireRequest};
 use crate::audience::Origin;
 use crate::campaign::{ApiVersion, Campaign, Content, PriorityChannel};
-use templates::{TemplateError, TemplateSet, KEY, WHERE};
+use templates::{Handle, TemplateError, TemplateSet, KEY, WHERE};
 
 /// Messenger's limit on one text message, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;
@@ -87,6 +87,18 @@ impl std::fmt::Display for Invalid {
     }
 }
 
+/// What Messenger accepts as a text message.
+fn check_text(text: &str) -> Result<(), Invalid> {
+    let chars = text.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(Invalid::TextTooLong { chars });
+    }
+    if text.trim().is_empty() {
+        return Err(Invalid::EmptyField("text"));
+    }
+    Ok(())
+}
+
 fn field_name(pointer: &str) -> String {
     pointer.trim_start_matches('/').replace('/', ".")
 }
@@ -119,7 +131,13 @@ struct RowContext {
 
 impl minijinja::value::Object for RowContext {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        match key.as_str()? {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    // The engine looks names up by `&str`; answering here spares a `Value`
+    // built from the name on every lookup.
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        match key {
             "vars" => Some(self.globals.vars.clone()),
             "campaign" => Some(self.globals.campaign.clone()),
             "run" => Some(self.globals.run.clone()),
@@ -131,19 +149,135 @@ impl minijinja::value::Object for RowContext {
 
 /// A context for templates over one row.
 #[derive(Debug, Clone)]
-pub struct Context(Value);
+pub struct Context {
+    value: Value,
+    /// Results of [`Renderer::prerender`], by handle slot.
+    ahead: Vec<Result<String, Invalid>>,
+}
+
+/// A `messages` entry with its template handles resolved once, so rendering a
+/// row builds no pointer strings.
+#[derive(Debug)]
+enum JsonTemplate {
+    Text(Handle),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+    Fixed(serde_json::Value),
+}
+
+impl JsonTemplate {
+    fn new(set: &TemplateSet, value: &serde_json::Value, pointer: &str) -> JsonTemplate {
+        use serde_json::Value as J;
+        match value {
+            J::String(_) => JsonTemplate::Text(set.handle(pointer)),
+            J::Array(items) => JsonTemplate::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| JsonTemplate::new(set, v, &format!("{pointer}/{i}")))
+                    .collect(),
+            ),
+            J::Object(map) => JsonTemplate::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let p = format!("{pointer}/{}", crate::campaign::yaml::pointer_segment(k));
+                        (k.clone(), JsonTemplate::new(set, v, &p))
+                    })
+                    .collect(),
+            ),
+            other => JsonTemplate::Fixed(other.clone()),
+        }
+    }
+}
+
+/// Handles of the templates rendered for every row.
+#[derive(Debug)]
+struct Handles {
+    where_expr: Handle,
+    key: Handle,
+    user_id: Handle,
+    block_name: Handle,
+    block_id: Handle,
+    text: Handle,
+    ntn: Handle,
+    otn: Handle,
+    messages: Vec<JsonTemplate>,
+}
+
+/// Numbers the handles that [`Renderer::request`] renders through the engine
+/// for this campaign, and returns them in slot order.
+fn slot_request_handles(
+    campaign: &Campaign,
+    handles: &mut Handles,
+    identifiers: &mut [(&'static str, Handle)],
+    attributes: &mut [(String, Handle)],
+) -> Vec<Handle> {
+    fn walk<'a>(t: &'a mut JsonTemplate, out: &mut Vec<&'a mut Handle>) {
+        match t {
+            JsonTemplate::Text(h) => out.push(h),
+            JsonTemplate::Array(items) => items.iter_mut().for_each(|t| walk(t, out)),
+            JsonTemplate::Object(fields) => fields.iter_mut().for_each(|(_, t)| walk(t, out)),
+            JsonTemplate::Fixed(_) => {}
+        }
+    }
+    let message = &campaign.message;
+    let mut used: Vec<&mut Handle> = Vec::new();
+    match campaign.bot.api {
+        ApiVersion::V1 => {
+            used.push(&mut handles.user_id);
+            match message.content {
+                Content::BlockName(_) => used.push(&mut handles.block_name),
+                Content::BlockId(_) => used.push(&mut handles.block_id),
+                _ => {}
+            }
+        }
+        ApiVersion::V2 => {
+            used.extend(identifiers.iter_mut().map(|(_, h)| h));
+            match message.content {
+                Content::BlockId(_) => used.push(&mut handles.block_id),
+                Content::Messages {
+                    from_text: true, ..
+                } => used.push(&mut handles.text),
+                Content::Messages { .. } => {
+                    handles.messages.iter_mut().for_each(|t| walk(t, &mut used))
+                }
+                _ => {}
+            }
+            if message.notification_messages_token.is_some() {
+                used.push(&mut handles.ntn);
+            }
+            if message.one_time_notif_token.is_some() {
+                used.push(&mut handles.otn);
+            }
+        }
+    }
+    used.extend(attributes.iter_mut().map(|(_, h)| h));
+    let mut ahead = Vec::new();
+    for handle in used.into_iter().filter(|h| h.needs_engine()) {
+        handle.slot = Some(ahead.len());
+        ahead.push(handle.clone());
+    }
+    ahead
+}
 
 /// Renders one campaign's templates.
 #[derive(Debug)]
 pub struct Renderer {
     set: TemplateSet,
+    handles: Handles,
     globals: Arc<Globals>,
     api: ApiVersion,
     content: Content,
     tag: Option<crate::campaign::MessagingTag>,
-    attributes: Vec<(String, String)>,
-    identifiers: Vec<(&'static str, String)>,
+    attributes: Vec<(String, Handle)>,
+    identifiers: Vec<(&'static str, Handle)>,
     priority: Vec<PriorityChannel>,
+    /// What [`Renderer::prerender`] renders: the handles `request` renders
+    /// through the engine, each at its slot.
+    ahead: Vec<Handle>,
+    /// The most fields a V2 body can have: sized up front, the map never
+    /// grows (and rehashes) while a row is rendered.
+    body_fields: usize,
     has_where: bool,
     has_otn: bool,
     has_ntn: bool,
@@ -175,7 +309,7 @@ impl Renderer {
             now: Value::from(run.now.clone()),
         });
         let r = &campaign.recipient;
-        let identifiers: Vec<(&'static str, String)> = match campaign.bot.api {
+        let mut identifiers: Vec<(&'static str, Handle)> = match campaign.bot.api {
             ApiVersion::V1 => vec![],
             ApiVersion::V2 => [
                 ("customer_id", &r.customer_id),
@@ -185,31 +319,66 @@ impl Renderer {
             ]
             .into_iter()
             .filter(|(_, t)| t.is_some())
-            .map(|(n, _)| (n, format!("/recipient/{n}")))
+            .map(|(n, _)| (n, set.handle(&format!("/recipient/{n}"))))
             .collect(),
         };
+        let messages = match &campaign.message.content {
+            Content::Messages {
+                messages,
+                from_text: false,
+            } => messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    JsonTemplate::new(
+                        &set,
+                        &serde_json::Value::Object(m.clone()),
+                        &format!("/message/messages/{i}"),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut handles = Handles {
+            where_expr: set.handle(WHERE),
+            key: set.handle(KEY),
+            user_id: set.handle("/recipient/user_id"),
+            block_name: set.handle("/message/block_name"),
+            block_id: set.handle("/message/block_id"),
+            text: set.handle("/message/text"),
+            ntn: set.handle("/message/notification_messages_token"),
+            otn: set.handle("/message/one_time_notif_token"),
+            messages,
+        };
+        let mut attributes: Vec<(String, Handle)> = campaign
+            .message
+            .attributes
+            .iter()
+            .map(|(name, _)| {
+                let pointer = format!(
+                    "/message/attributes/{}",
+                    crate::campaign::yaml::pointer_segment(name)
+                );
+                (name.clone(), set.handle(&pointer))
+            })
+            .collect();
+        let ahead = slot_request_handles(campaign, &mut handles, &mut identifiers, &mut attributes);
+        let body_fields = identifiers.len()
+            + 4
+            + usize::from(!campaign.recipient.priority.is_empty())
+            + attributes.len();
         Ok(Renderer {
+            body_fields,
             set,
+            handles,
             globals,
             api: campaign.bot.api,
             content: campaign.message.content.clone(),
             tag: campaign.message.tag,
-            attributes: campaign
-                .message
-                .attributes
-                .iter()
-                .map(|(name, _)| {
-                    (
-                        name.clone(),
-                        format!(
-                            "/message/attributes/{}",
-                            crate::campaign::yaml::pointer_segment(name)
-                        ),
-                    )
-                })
-                .collect(),
+            attributes,
             identifiers,
             priority: campaign.recipient.priority.clone(),
+            ahead,
             has_where: campaign.audience.where_expr.is_some(),
             has_otn: campaign.message.one_time_notif_token.is_some(),
             has_ntn: campaign.message.notification_messages_token.is_some(),
@@ -217,14 +386,38 @@ impl Renderer {
     }
 
     pub fn context(&self, fields: &Value) -> Context {
-        Context(Value::from_object(RowContext {
-            row: fields.clone(),
-            globals: self.globals.clone(),
-        }))
+        Context {
+            value: Value::from_object(RowContext {
+                row: fields.clone(),
+                globals: self.globals.clone(),
+            }),
+            ahead: Vec::new(),
+        }
     }
 
-    fn render(&self, name: &str, ctx: &Context) -> Result<String, Invalid> {
-        self.set.render(name, &ctx.0).map_err(template_invalid)
+    /// Renders, now, what [`Renderer::request`] would render through the
+    /// engine. Rendering is a pure function of the row, so the request comes
+    /// out the same; this only moves the work, e.g. to another thread.
+    pub fn prerender(&self, ctx: &mut Context) {
+        ctx.ahead = self
+            .ahead
+            .iter()
+            .map(|h| {
+                self.set
+                    .render_handle(h, &ctx.value)
+                    .map_err(template_invalid)
+            })
+            .collect();
+    }
+
+    fn render(&self, handle: &Handle, ctx: &Context) -> Result<String, Invalid> {
+        if let Some(done) = handle.slot.and_then(|slot| ctx.ahead.get(slot)) {
+            // A copy, so that the original is freed by the thread that made it.
+            return done.clone();
+        }
+        self.set
+            .render_handle(handle, &ctx.value)
+            .map_err(template_invalid)
     }
 
     /// Whether the row passes `where` (always, without one).
@@ -232,11 +425,11 @@ impl Renderer {
         if !self.has_where {
             return Ok(true);
         }
-        Ok(self.render(WHERE, ctx)? == "1")
+        Ok(self.render(&self.handles.where_expr, ctx)? == "1")
     }
 
     pub fn key(&self, ctx: &Context) -> Result<String, Invalid> {
-        let key = self.render(KEY, ctx)?;
+        let key = self.render(&self.handles.key, ctx)?;
         if key.trim().is_empty() {
             return Err(Invalid::EmptyKey);
         }
@@ -272,18 +465,18 @@ impl Renderer {
     }
 
     fn v1(&self, ctx: &Context) -> Result<V1Send, Invalid> {
-        let user_id = self.render("/recipient/user_id", ctx)?;
+        let user_id = self.render(&self.handles.user_id, ctx)?;
         if user_id.trim().is_empty() {
             return Err(Invalid::NoIdentifier);
         }
         let block = match &self.content {
             Content::BlockName(_) => Some(V1Block::Name(self.non_empty(
-                "/message/block_name",
+                &self.handles.block_name,
                 "block_name",
                 ctx,
             )?)),
             Content::BlockId(_) => Some(V1Block::Id(self.non_empty(
-                "/message/block_id",
+                &self.handles.block_id,
                 "block_id",
                 ctx,
             )?)),
@@ -299,7 +492,7 @@ impl Renderer {
 
     fn non_empty(
         &self,
-        template: &str,
+        template: &Handle,
         field: &'static str,
         ctx: &Context,
     ) -> Result<String, Invalid> {
@@ -312,7 +505,7 @@ impl Renderer {
 
     fn v2(&self, ctx: &Context) -> Result<V2Send, Invalid> {
         use serde_json::Value as J;
-        let mut body = serde_json::Map::new();
+        let mut body = serde_json::Map::with_capacity(self.body_fields);
         for (field, template) in &self.identifiers {
             let value = self.render(template, ctx)?;
             if !value.is_empty() {
@@ -326,53 +519,41 @@ impl Renderer {
             Content::BlockId(_) => {
                 body.insert(
                     "block_id".into(),
-                    J::String(self.non_empty("/message/block_id", "block_id", ctx)?),
+                    J::String(self.non_empty(&self.handles.block_id, "block_id", ctx)?),
                 );
             }
-            Content::Messages {
-                messages,
-                from_text,
-            } => {
+            Content::Messages { from_text, .. } => {
                 let rendered = if *from_text {
-                    let text = self.render("/message/text", ctx)?;
+                    let text = self.render(&self.handles.text, ctx)?;
+                    check_text(&text)?;
                     vec![J::Object(serde_json::Map::from_iter([(
                         "text".to_owned(),
                         J::String(text),
                     )]))]
                 } else {
-                    let mut out = Vec::with_capacity(messages.len());
-                    for (i, m) in messages.iter().enumerate() {
-                        out.push(self.render_json(
-                            &J::Object(m.clone()),
-                            &format!("/message/messages/{i}"),
-                            ctx,
-                        )?);
+                    let mut out = Vec::with_capacity(self.handles.messages.len());
+                    for m in &self.handles.messages {
+                        out.push(self.render_json(m, ctx)?);
+                    }
+                    for m in &out {
+                        if let Some(text) = m.get("text").and_then(J::as_str) {
+                            check_text(text)?;
+                        }
                     }
                     out
                 };
-                for m in &rendered {
-                    if let Some(text) = m.get("text").and_then(J::as_str) {
-                        let chars = text.chars().count();
-                        if chars > MAX_TEXT_CHARS {
-                            return Err(Invalid::TextTooLong { chars });
-                        }
-                        if text.trim().is_empty() {
-                            return Err(Invalid::EmptyField("text"));
-                        }
-                    }
-                }
                 body.insert("messages".into(), J::Array(rendered));
             }
             Content::BlockName(_) | Content::AttributesOnly => {}
         }
         if self.has_ntn {
-            let v = self.render("/message/notification_messages_token", ctx)?;
+            let v = self.render(&self.handles.ntn, ctx)?;
             if !v.is_empty() {
                 body.insert("notification_messages_token".into(), J::String(v));
             }
         }
         if self.has_otn {
-            let v = self.render("/message/one_time_notif_token", ctx)?;
+            let v = self.render(&self.handles.otn, ctx)?;
             if !v.is_empty() {
                 body.insert("one_time_notif_token".into(), J::String(v));
             }
@@ -404,29 +585,117 @@ impl Renderer {
 
     fn render_json(
         &self,
-        value: &serde_json::Value,
-        pointer: &str,
+        template: &JsonTemplate,
         ctx: &Context,
     ) -> Result<serde_json::Value, Invalid> {
         use serde_json::Value as J;
-        Ok(match value {
-            J::String(_) => J::String(self.render(pointer, ctx)?),
-            J::Array(items) => J::Array(
+        Ok(match template {
+            JsonTemplate::Text(handle) => J::String(self.render(handle, ctx)?),
+            JsonTemplate::Array(items) => J::Array(
                 items
                     .iter()
-                    .enumerate()
-                    .map(|(i, v)| self.render_json(v, &format!("{pointer}/{i}"), ctx))
+                    .map(|v| self.render_json(v, ctx))
                     .collect::<Result<_, _>>()?,
             ),
-            J::Object(map) => J::Object(
-                map.iter()
-                    .map(|(k, v)| {
-                        let p = format!("{pointer}/{}", crate::campaign::yaml::pointer_segment(k));
-                        Ok((k.clone(), self.render_json(v, &p, ctx)?))
-                    })
+            JsonTemplate::Object(fields) => J::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.render_json(v, ctx)?)))
                     .collect::<Result<_, Invalid>>()?,
             ),
-            other => other.clone(),
+            JsonTemplate::Fixed(value) => value.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audience::{AudienceReader, RowEvent};
+    use crate::plan::testing;
+
+    fn requests(yaml: &str, users: &str) -> Vec<(String, String)> {
+        let (_dir, campaign) = testing::campaign(yaml, &[("a.jsonl", users)]);
+        let run = RunInfo {
+            id: "t".into(),
+            occurrence: None,
+            now: "2026-11-24T00:00:00Z".into(),
+        };
+        let renderer = Renderer::new(&campaign, &run).expect("compiles");
+        assert!(!renderer.ahead.is_empty(), "some templates need the engine");
+        AudienceReader::new(&campaign.audience.sources)
+            .map(|event| {
+                let RowEvent::Row(row) = event else {
+                    panic!("{event:?}")
+                };
+                let mut ctx = renderer.context(&row.fields);
+                let plain = renderer.request(&ctx, "k".into(), row.origin.clone());
+                renderer.prerender(&mut ctx);
+                let ahead = renderer.request(&ctx, "k".into(), row.origin);
+                (format!("{plain:?}"), format!("{ahead:?}"))
+            })
+            .collect()
+    }
+
+    const USERS: &str = "{\"id\":\"1\",\"name\":\"An\",\"vip\":true,\"code\":\"X\"}
+{\"id\":\"2\",\"name\":\"Bình\",\"vip\":false}
+{\"id\":\"\",\"name\":\"Cường\",\"vip\":false,\"code\":\"Y\"}
+{\"id\":\"4\",\"vip\":true,\"code\":\"Z\"}
+";
+
+    #[test]
+    fn rendering_ahead_gives_the_same_v2_requests() {
+        let yaml = "version: 1
+name: t
+bot: { id: \"b1\", token_env: T, api: v2 }
+audience:
+  from:
+    - jsonl: a.jsonl
+  key: \"{{ id }}\"
+recipient:
+  customer_id: \"{{ id }}\"
+message:
+  tag: ACCOUNT_UPDATE
+  messages:
+    - text: \"Chào {{ name }}{% if vip %} (VIP){% endif %}\"
+    - attachment: { type: template, payload: { buttons: [ { title: \"{{ name|upper }}\", n: 1 } ] } }
+  one_time_notif_token: \"{{ code }}\"
+  attributes:
+    code: \"{{ code }}-{{ id }}\"
+";
+        let out = requests(yaml, USERS);
+        assert_eq!(out.len(), 4);
+        for (plain, ahead) in &out {
+            assert_eq!(plain, ahead);
+        }
+        assert!(out[0].0.contains("Ok("), "{}", out[0].0);
+        assert!(out[1].0.contains("Err("), "{}", out[1].0);
+        assert!(out[3].0.contains("Err("), "{}", out[3].0);
+    }
+
+    #[test]
+    fn rendering_ahead_gives_the_same_v1_requests() {
+        let yaml = "version: 1
+name: t
+bot: { id: \"b1\", token_env: T, api: v1 }
+audience:
+  from:
+    - jsonl: a.jsonl
+  key: \"{{ id }}\"
+recipient:
+  user_id: \"{{ id }}{{ code }}\"
+message:
+  tag: ACCOUNT_UPDATE
+  block_name: \"{{ name }}\"
+  attributes:
+    code: \"{{ code }}\"
+    vip: \"{{ 'y' if vip else 'n' }}\"
+";
+        let out = requests(yaml, USERS);
+        for (plain, ahead) in &out {
+            assert_eq!(plain, ahead);
+        }
+        assert!(out[0].0.contains("Ok("), "{}", out[0].0);
+        assert!(out[1].0.contains("Err("), "{}", out[1].0);
     }
 }

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::value::ValueKind;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 /// The name under which the audience's `where` expression is compiled.
 pub const WHERE: &str = "/audience/where";
@@ -84,6 +85,42 @@ impl TemplateSet {
             .map_err(|e| template_error(name, &e, shift, usize::MAX))
     }
 
+    /// A handle for rendering `name` again and again. Most recipient fields are
+    /// a bare `{{ column }}`; for those the handle holds the path to look up,
+    /// which skips the engine's per-render setup (state, frames, output) that
+    /// otherwise costs several times the lookup itself.
+    pub fn handle(&self, name: &str) -> Handle {
+        let path = self.env.get_template(name).ok().and_then(|t| {
+            let path: Vec<String> = simple_lookup(t.source())?
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            // Cross-check with the engine's own reading of the template, so a
+            // literal (`{{ none }}`) or anything it parses differently keeps
+            // the full path.
+            let names = t.undeclared_variables(true);
+            let same = names.len() == 1 && names.contains(&path.join("."));
+            let unescaped = minijinja::default_auto_escape_callback(name) == AutoEscape::None;
+            (same && unescaped).then_some(path)
+        });
+        Handle {
+            name: name.to_owned(),
+            path,
+            slot: None,
+        }
+    }
+
+    pub fn render_handle(&self, handle: &Handle, ctx: &Value) -> Result<String, TemplateError> {
+        if let Some(path) = &handle.path {
+            if let Some(s) = lookup_display(ctx, path) {
+                return Ok(s);
+            }
+        }
+        // Anything the shortcut does not cover (undefined, a map, a global
+        // function...) takes the engine's path, errors included.
+        self.render(&handle.name, ctx)
+    }
+
     /// The top-level names a template reads that it does not define itself.
     pub fn undeclared(&self, name: &str) -> HashSet<String> {
         self.env
@@ -105,6 +142,54 @@ impl TemplateSet {
         self.undeclared(name)
             .iter()
             .any(|v| !matches!(v.as_str(), "vars" | "campaign"))
+    }
+}
+
+/// A template to render by [`TemplateSet::render_handle`].
+#[derive(Debug, Clone)]
+pub struct Handle {
+    name: String,
+    /// Set when the template is exactly `{{ a }}` or `{{ a.b... }}`.
+    path: Option<Vec<String>>,
+    /// Where a result rendered ahead of time is kept, if the user of the
+    /// handle renders ahead (see `Renderer::prerender`).
+    pub(crate) slot: Option<usize>,
+}
+
+impl Handle {
+    /// Whether rendering goes through the engine (no shortcut).
+    pub fn needs_engine(&self) -> bool {
+        self.path.is_none()
+    }
+}
+
+/// `{{ a.b }}` (optionally with `-` whitespace control) → `["a", "b"]`.
+fn simple_lookup(source: &str) -> Option<Vec<&str>> {
+    let inner = source.strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.strip_prefix('-').unwrap_or(inner);
+    let inner = inner.strip_suffix('-').unwrap_or(inner);
+    let path: Vec<&str> = inner.trim().split('.').collect();
+    let ident = |s: &&str| {
+        let mut bytes = s.bytes();
+        matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_'))
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    path.iter().all(ident).then_some(path)
+}
+
+/// What the engine would print for `{{ a.b }}` when every step is found and
+/// the result is a scalar; `None` sends the caller to the engine.
+fn lookup_display(ctx: &Value, path: &[String]) -> Option<String> {
+    let mut value = ctx.get_attr(path.first()?).ok()?;
+    for name in &path[1..] {
+        // Fails on undefined, as the engine does in strict mode.
+        value = value.get_attr(name).ok()?;
+    }
+    match value.kind() {
+        ValueKind::String => value.as_str().map(str::to_owned),
+        // The engine writes these with `Display` when nothing is escaped.
+        ValueKind::Number | ValueKind::Bool | ValueKind::None => Some(value.to_string()),
+        _ => None,
     }
 }
 
@@ -139,5 +224,75 @@ fn kind_text(e: &minijinja::Error) -> String {
         K::InvalidOperation => "invalid operation".into(),
         K::BadSerialization => "value cannot be rendered".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(r: Result<String, TemplateError>) -> String {
+        match r {
+            Ok(s) => format!("ok {s}"),
+            Err(e) => format!("err {} {} {:?}", e.name, e.message, e.range),
+        }
+    }
+
+    #[test]
+    fn the_shortcut_renders_what_the_engine_renders() {
+        let sources = [
+            ("/a", "{{ s }}", true),
+            ("/b", "{{s}}", true),
+            ("/c", "{{- s -}}", true),
+            ("/d", "{{ n }}", true),
+            ("/e", "{{ f }}", true),
+            ("/f", "{{ yes }}", true),
+            ("/g", "{{ nil }}", true),
+            ("/h", "{{ m.k }}", true),
+            ("/i", "{{ m }}", true),
+            ("/j", "{{ missing }}", true),
+            ("/k", "{{ m.missing }}", true),
+            ("/l", "{{ s.missing }}", true),
+            ("/m", "{{ none }}", false),
+            ("/n", "{{ true }}", false),
+            ("/o", "{{ s }} ", false),
+            ("/p", "{{ s|upper }}", false),
+            ("/q.html", "{{ s }}", false),
+            ("/s", "{{ range }}", true),
+            ("/t", "{{ seq }}", true),
+        ];
+        let (set, errors) = TemplateSet::compile(sources.iter().map(|(n, s, _)| (*n, *s)));
+        assert!(errors.is_empty(), "{errors:?}");
+        let ctx = Value::from_serialize(serde_json::json!({
+            "s": "<a & 'b'>",
+            "n": 42,
+            "f": 1.5,
+            "yes": true,
+            "nil": null,
+            "m": { "k": "v" },
+            "none": "a column named none",
+            "true": "a column named true",
+            "seq": [1, 2],
+        }));
+        for (name, _, shortcut) in sources {
+            let handle = set.handle(name);
+            assert_eq!(!handle.needs_engine(), shortcut, "{name}");
+            assert_eq!(
+                outcome(set.render_handle(&handle, &ctx)),
+                outcome(set.render(name, &ctx)),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_template_is_the_same_error_through_a_handle() {
+        let (set, _) = TemplateSet::compile([("/a", "{{ s }}")]);
+        let handle = set.handle("/nope");
+        let ctx = Value::from_serialize(serde_json::json!({ "s": 1 }));
+        assert_eq!(
+            outcome(set.render_handle(&handle, &ctx)),
+            outcome(set.render("/nope", &ctx))
+        );
     }
 }
