@@ -98,6 +98,52 @@ pub(crate) fn eprint_diagnostics(diagnostics: &[Diagnostic]) {
     print_err(&render(diagnostics, DiagnosticFormat::Text));
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Opens `--requests FILE` for writing (buffered), or says why not.
+pub(crate) fn create_requests_file(
+    path: Option<&Path>,
+) -> Result<Option<std::io::BufWriter<std::fs::File>>, ExitStatus> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    match std::fs::File::create(path) {
+        Ok(f) => Ok(Some(std::io::BufWriter::with_capacity(1 << 16, f))),
+        Err(e) => {
+            eprint_diagnostics(&[Diagnostic::error(
+                "unwritable-file",
+                format!(
+                    "cannot write `{}`: {}",
+                    path.display(),
+                    crate::campaign::io_reason(&e)
+                ),
+            )]);
+            Err(ExitStatus::Invalid)
+        }
+    }
+}
+
 /// Campaign files under `path`: the file itself, or every `.yaml`/`.yml`
 /// below the folder (smax.yaml excluded), sorted for a stable order.
 pub(crate) fn campaign_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {

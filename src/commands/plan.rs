@@ -1,4 +1,4 @@
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -280,23 +280,9 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
     };
     let preview = preview_run(&prepared.campaign, at);
     let run_info = preview.run.clone();
-    let mut requests_file = match &options.requests {
-        Some(p) => match std::fs::File::create(p) {
-            // Lines are ~400 bytes: a larger buffer means fewer writes.
-            Ok(f) => Some(BufWriter::with_capacity(1 << 16, f)),
-            Err(e) => {
-                eprint_diagnostics(&[Diagnostic::error(
-                    "unwritable-file",
-                    format!(
-                        "cannot write `{}`: {}",
-                        p.display(),
-                        campaign::io_reason(&e)
-                    ),
-                )]);
-                return ExitStatus::Invalid;
-            }
-        },
-        None => None,
+    let mut requests_file = match super::create_requests_file(options.requests.as_deref()) {
+        Ok(f) => f,
+        Err(status) => return status,
     };
     let want_lines = requests_file.is_some();
     // What this run already handled, read without writing anything.

@@ -85,27 +85,7 @@ pub(super) fn run(args: &SandboxArgs) -> ExitStatus {
         Ok(r) => r,
         Err(e) => return usage(format!("cannot start: {e}"), "retry"),
     };
-    let result = runtime.block_on(serve_until(config, async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }));
+    let result = runtime.block_on(serve_until(config, super::shutdown_signal()));
     match result {
         Ok(()) => ExitStatus::Success,
         Err(e) => {
