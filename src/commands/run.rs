@@ -126,26 +126,7 @@ fn append(path: &Path, text: &str) {
 }
 
 async fn watch_signals(stopper: Stopper) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate());
-        match term {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    super::shutdown_signal().await;
     print_err("\nstopping: no new recipients are taken; waiting for requests in flight…\n");
     stopper.stop(delivery::StopReason::Interrupted);
 }
@@ -283,22 +264,9 @@ async fn run_one(
     };
 
     // First pass: the whole plan, before anything is sent.
-    let mut requests_file = match &args.options.requests {
-        Some(p) => match std::fs::File::create(p) {
-            Ok(f) => Some(std::io::BufWriter::new(f)),
-            Err(e) => {
-                eprint_diagnostics(&[Diagnostic::error(
-                    "unwritable-file",
-                    format!(
-                        "cannot write `{}`: {}",
-                        p.display(),
-                        crate::campaign::io_reason(&e)
-                    ),
-                )]);
-                return (ExitStatus::Invalid, None);
-            }
-        },
-        None => None,
+    let mut requests_file = match super::create_requests_file(args.options.requests.as_deref()) {
+        Ok(f) => f,
+        Err(status) => return (status, None),
     };
     let want_lines = requests_file.is_some();
     let pass = tokio::task::block_in_place(|| {

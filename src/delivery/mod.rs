@@ -271,9 +271,11 @@ pub async fn deliver(
         if stopper.is_stopped() {
             break;
         }
+        // Biased: once the run stops, a free permit must not win the race.
         let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            biased;
             _ = stopper.stopped() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         if let Some(gate) = &target.gate {
             if !gate() {
@@ -282,8 +284,9 @@ pub async fn deliver(
             }
         }
         let request = tokio::select! {
-            r = requests.recv() => match r { Some(r) => r, None => break },
+            biased;
             _ = stopper.stopped() => break,
+            r = requests.recv() => match r { Some(r) => r, None => break },
         };
         while tasks.try_join_next().is_some() {}
         let (target, settings, journal, stopper, stats, judge) = (
@@ -395,8 +398,12 @@ async fn attempt_until_settled(
     };
     loop {
         tokio::select! {
-            _ = target.budget.acquire() => {}
+            biased;
             _ = stopper.stopped() => return not_sent(attempts, None, "run stopped before sending".into()),
+            _ = target.budget.acquire() => {}
+        }
+        if stopper.is_stopped() {
+            return not_sent(attempts, None, "run stopped before sending".into());
         }
         if let Some(gate) = &target.gate {
             if !gate() {
