@@ -153,7 +153,7 @@ pub(crate) struct PlanPass {
     pub suppressed: Arc<KeySet>,
 }
 
-/// Reads and renders the whole audience. `sink` sees every request to send
+/// Reads and renders the whole audience. `requests` receives every request to send, as JSON lines
 /// (for `--requests`). Errors that make the plan untrustworthy are printed and
 /// returned as an exit status.
 pub(crate) fn plan_pass(
@@ -161,8 +161,7 @@ pub(crate) fn plan_pass(
     run_info: &RunInfo,
     sample_size: usize,
     prior: Option<Arc<dyn PriorLookup>>,
-    mut sink: impl FnMut(&RequestLine<'_>) -> std::io::Result<()>,
-    want_lines: bool,
+    mut requests: Option<&mut dyn Write>,
 ) -> Result<PlanPass, ExitStatus> {
     let campaign = &prepared.campaign;
     let renderer = match Renderer::new(campaign, run_info) {
@@ -199,7 +198,7 @@ pub(crate) fn plan_pass(
                 if sample.len() < sample_size {
                     sample.push(request_json(&request, &prepared.api_url, &bot));
                 }
-                if want_lines && write_error.is_none() {
+                if let (Some(out), None) = (requests.as_mut(), &write_error) {
                     let file = &request.origin.file;
                     let shown = match &file_shown {
                         Some((f, shown)) if Arc::ptr_eq(f, file) => shown,
@@ -214,7 +213,10 @@ pub(crate) fn plan_pass(
                         api_url: &prepared.api_url,
                         bot: &bot,
                     };
-                    if let Err(e) = sink(&line) {
+                    let written = serde_json::to_writer(&mut *out, &line)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| out.write_all(b"\n"));
+                    if let Err(e) = written {
                         write_error = Some(e);
                     }
                 }
@@ -284,7 +286,6 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
         Ok(f) => f,
         Err(status) => return status,
     };
-    let want_lines = requests_file.is_some();
     // What this run already handled, read without writing anything.
     let state_file = super::runstate::state_path(global, &prepared.project);
     let prior = match super::runstate::read_only_prior(&state_file, &run_info.id) {
@@ -296,14 +297,7 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
         &run_info,
         options.sample,
         prior,
-        |line| {
-            if let Some(w) = requests_file.as_mut() {
-                serde_json::to_writer(&mut *w, line)?;
-                w.write_all(b"\n")?;
-            }
-            Ok(())
-        },
-        want_lines,
+        requests_file.as_mut().map(|w| w as &mut dyn Write),
     );
     let pass = match pass {
         Ok(p) => p,

@@ -268,22 +268,13 @@ async fn run_one(
         Ok(f) => f,
         Err(status) => return (status, None),
     };
-    let want_lines = requests_file.is_some();
     let pass = tokio::task::block_in_place(|| {
         plan_pass(
             &prepared,
             &run_info,
             0,
             filter.clone(),
-            |line| {
-                use std::io::Write;
-                if let Some(w) = requests_file.as_mut() {
-                    serde_json::to_writer(&mut *w, line)?;
-                    w.write_all(b"\n")?;
-                }
-                Ok(())
-            },
-            want_lines,
+            requests_file.as_mut().map(|w| w as &mut dyn std::io::Write),
         )
     });
     let pass = match pass {
