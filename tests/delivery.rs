@@ -114,7 +114,7 @@ async fn a_run_at_2059_with_a_window_ending_2100_sends_only_until_2100() {
         budget: Arc::new(BotBudget::new(100_000.0)),
         gate: Some(Arc::new(move || window.contains(gate_clock.now(), tz))),
     };
-    let (journal, _thread) = JournalHandle::start(Box::new(NullJournal));
+    let (journal, _thread) = JournalHandle::start(Box::new(NullJournal)).expect("journal thread");
     let result = deliver(
         requests(50),
         target,
@@ -161,7 +161,7 @@ async fn retryable_failures_are_retried_and_unknown_are_not() {
         budget: Arc::new(BotBudget::new(100_000.0)),
         gate: None,
     };
-    let (journal, _thread) = JournalHandle::start(Box::new(NullJournal));
+    let (journal, _thread) = JournalHandle::start(Box::new(NullJournal)).expect("journal thread");
     let result = deliver(
         requests(2),
         target,
@@ -198,7 +198,7 @@ async fn a_fatal_answer_stops_the_run_and_leaves_the_rest_not_sent() {
         budget: Arc::new(BotBudget::new(100_000.0)),
         gate: None,
     };
-    let (journal, _thread) = JournalHandle::start(Box::new(NullJournal));
+    let (journal, _thread) = JournalHandle::start(Box::new(NullJournal)).expect("journal thread");
     let stats = Arc::new(Stats::default());
     let result = deliver(
         requests(10),

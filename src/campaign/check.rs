@@ -400,8 +400,6 @@ fn resolve_source(
 struct TemplateField {
     pointer: String,
     source: String,
-    /// Evaluated per audience row (false: applied to suppression rows only is not a thing; all are per row).
-    per_recipient: bool,
 }
 
 fn collect_templates(c: &CampaignFile) -> Vec<TemplateField> {
@@ -410,7 +408,6 @@ fn collect_templates(c: &CampaignFile) -> Vec<TemplateField> {
         t.push(TemplateField {
             pointer,
             source: source.to_owned(),
-            per_recipient: true,
         })
     };
     if let Some(w) = &c.audience.where_ {
@@ -679,7 +676,7 @@ pub fn check_campaign(
         }
     }
     let mut per_row_names: Vec<(String, String, &str)> = Vec::new(); // (variable, template pointer, source)
-    for f in fields.iter().filter(|f| f.per_recipient) {
+    for f in &fields {
         for v in set.undeclared(&f.pointer) {
             per_row_names.push((v, f.pointer.clone(), &f.source));
         }

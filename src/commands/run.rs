@@ -315,7 +315,16 @@ async fn run_one(
         }),
         None => Box::new(NullJournal),
     };
-    let (journal, journal_thread) = JournalHandle::start(journal);
+    let (journal, journal_thread) = match JournalHandle::start(journal) {
+        Ok(j) => j,
+        Err(e) => {
+            eprint_diagnostics(&[Diagnostic::error(
+                "runtime",
+                format!("cannot start the state writer: {e}"),
+            )]);
+            return (ExitStatus::Failed, None);
+        }
+    };
     let stats = Arc::new(Stats::default());
     let stopper = Stopper::default();
     let forward = {

@@ -62,12 +62,7 @@ pub(super) fn run(global: &GlobalArgs, args: &ValidateArgs) -> ExitStatus {
             .entry(project_path.clone())
             .or_insert_with(|| match &project_path {
                 Some(p) => match campaign::load_project(p) {
-                    Ok(project) => {
-                        if let Some(f) = &project.file {
-                            let _ = f;
-                        }
-                        Some(project)
-                    }
+                    Ok(project) => Some(project),
                     Err(errors) => {
                         diagnostics.extend(errors);
                         None

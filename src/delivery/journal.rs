@@ -62,7 +62,7 @@ const MAX_BATCH: usize = 1024;
 impl JournalHandle {
     pub fn start(
         mut journal: Box<dyn Journal>,
-    ) -> (JournalHandle, std::thread::JoinHandle<Box<dyn Journal>>) {
+    ) -> std::io::Result<(JournalHandle, std::thread::JoinHandle<Box<dyn Journal>>)> {
         let (tx, rx) = mpsc::channel::<Op>();
         let thread = std::thread::Builder::new()
             .name("journal".into())
@@ -117,9 +117,8 @@ impl JournalHandle {
                     }
                 }
                 journal
-            })
-            .expect("spawning the journal thread");
-        (JournalHandle { tx }, thread)
+            })?;
+        Ok((JournalHandle { tx }, thread))
     }
 
     async fn call(
