@@ -88,9 +88,41 @@ pub struct HttpTransport {
     base_url: String,
 }
 
+/// When this variable is set (to anything but empty or `0`), the client
+/// connects to loopback addresses only. This project's tests set it for every
+/// process they start, so a regression elsewhere (say, in the refusal of a rate
+/// above the platform's limit) can never make a test reach the real API.
+pub const LOOPBACK_ONLY_ENV: &str = "SMAX_LOOPBACK_ONLY";
+
+fn loopback_only() -> bool {
+    std::env::var_os(LOOPBACK_ONLY_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 impl HttpTransport {
     pub fn new(base_url: &str, timeout: Duration, pool_size: usize) -> Result<Self, String> {
+        if loopback_only() {
+            let url =
+                reqwest::Url::parse(base_url).map_err(|_| format!("`{base_url}` is not a URL"))?;
+            if !is_loopback(&url) {
+                return Err(format!(
+                    "{LOOPBACK_ONLY_ENV} is set: refusing to connect to `{}`, which is not a loopback address",
+                    url.host_str().unwrap_or_default()
+                ));
+            }
+        }
         let client = reqwest::Client::builder()
+            // An API answer is never a redirect; following one would send the
+            // request (and a V1 token in its query) somewhere unchecked.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(pool_size.max(1))

@@ -52,9 +52,30 @@ impl<T> Parsed<T> {
     }
 }
 
+/// The largest campaign or project file read. Real ones are a few kilobytes;
+/// inline `users:` lists are meant for a handful of rows, big audiences belong
+/// in CSV or JSONL files, which are streamed.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
+
+fn read_bounded(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= MAX_FILE_BYTES).then_some(bytes))
+}
+
 fn read_source(path: &Path) -> Result<Arc<SourceText>, Vec<Diagnostic>> {
-    match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
+    match read_bounded(path) {
+        Ok(None) => Err(vec![Diagnostic::error(
+            "file-too-large",
+            format!("the file is larger than {} MiB", MAX_FILE_BYTES >> 20),
+        )
+        .at(Location::file(path))
+        .help(
+            "move large audiences into a CSV or JSONL file and name it under `audience.from`",
+        )]),
+        Ok(Some(bytes)) => match String::from_utf8(bytes) {
             Ok(text) => Ok(SourceText::new(
                 path,
                 text.trim_start_matches('\u{feff}').to_owned(),
@@ -96,11 +117,16 @@ fn parse_file<T: DeserializeOwned>(
 ) -> Result<Parsed<T>, Vec<Diagnostic>> {
     let source = read_source(path)?;
     let doc = yaml::parse(&source.text).map_err(|e| {
-        vec![
+        let at = Location::in_source(&source, e.position, 1);
+        vec![if e.over_limit {
+            Diagnostic::error("yaml-too-large", e.message)
+                .at(at)
+                .help("write the values out instead of multiplying them with aliases and nesting")
+        } else {
             Diagnostic::error("yaml-syntax", format!("YAML syntax error: {}", e.message))
-                .at(Location::in_source(&source, e.position, 1))
-                .help("check the indentation and quoting on this line or the one before it"),
-        ]
+                .at(at)
+                .help("check the indentation and quoting on this line or the one before it")
+        }]
     })?;
     if doc.value.is_null() {
         return Err(vec![

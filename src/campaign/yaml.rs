@@ -63,6 +63,9 @@ impl Spans {
 pub struct YamlError {
     pub position: Position,
     pub message: String,
+    /// True when the document broke a size bound (aliases, nesting) rather
+    /// than YAML's grammar.
+    pub over_limit: bool,
 }
 
 pub struct Document {
@@ -82,12 +85,27 @@ fn position(m: &Marker) -> Position {
     }
 }
 
+/// How deep mappings and lists may nest. Campaigns need a handful of levels;
+/// the bound keeps hostile nesting (`- - - - …`) from exhausting the stack of
+/// everything that walks the document afterwards.
+pub const MAX_DEPTH: usize = 64;
+
+/// Nodes that aliases may add on top of the document's size in bytes. Without
+/// aliases a document has fewer nodes than bytes, so this only ever stops
+/// alias expansion ("billion laughs"), at the first alias that crosses it.
+pub const ALIAS_EXPANSION_ALLOWANCE: usize = 10_000;
+
 pub fn parse(text: &str) -> Result<Document, YamlError> {
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        node_budget: text.len().saturating_add(ALIAS_EXPANSION_ALLOWANCE),
+        node_budget_total: text.len().saturating_add(ALIAS_EXPANSION_ALLOWANCE),
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, true).map_err(|e| YamlError {
         position: position(e.marker()),
         message: e.info().to_string(),
+        over_limit: false,
     })?;
     if let Some(err) = builder.error {
         return Err(err);
@@ -96,6 +114,7 @@ pub fn parse(text: &str) -> Result<Document, YamlError> {
         return Err(YamlError {
             position: builder.second_document.unwrap_or_default(),
             message: "a campaign file holds one YAML document; found a second `---`".into(),
+            over_limit: false,
         });
     }
     let value = builder.root.unwrap_or(serde_json::Value::Null);
@@ -110,13 +129,24 @@ enum Frame {
         pointer: String,
         items: Vec<serde_json::Value>,
         anchor: usize,
+        /// Nodes in this collection, itself included (aliases expanded).
+        nodes: usize,
     },
     Map {
         pointer: String,
         map: serde_json::Map<String, serde_json::Value>,
         pending_key: Option<String>,
         anchor: usize,
+        nodes: usize,
     },
+}
+
+impl Frame {
+    fn nodes_mut(&mut self) -> &mut usize {
+        match self {
+            Frame::Seq { nodes, .. } | Frame::Map { nodes, .. } => nodes,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -124,7 +154,11 @@ struct Builder {
     stack: Vec<Frame>,
     root: Option<serde_json::Value>,
     spans: Spans,
-    anchors: HashMap<usize, serde_json::Value>,
+    /// Anchored values with their node counts, for aliases.
+    anchors: HashMap<usize, (serde_json::Value, usize)>,
+    /// Nodes the document may still hold, aliases expanded.
+    node_budget: usize,
+    node_budget_total: usize,
     error: Option<YamlError>,
     documents: usize,
     second_document: Option<Position>,
@@ -148,17 +182,46 @@ impl Builder {
     }
 
     fn fail(&mut self, mark: Marker, message: impl Into<String>) {
+        self.fail_as(mark, message, false);
+    }
+
+    fn fail_as(&mut self, mark: Marker, message: impl Into<String>, over_limit: bool) {
         if self.error.is_none() {
             self.error = Some(YamlError {
                 position: position(&mark),
                 message: message.into(),
+                over_limit,
             });
         }
     }
 
-    fn insert(&mut self, value: serde_json::Value, mark: Marker, anchor: usize) {
+    /// Charges `nodes` against the document's budget; false (with the error
+    /// recorded at `mark`) when the budget is spent.
+    fn charge(&mut self, nodes: usize, mark: Marker, what: &str) -> bool {
+        match self.node_budget.checked_sub(nodes) {
+            Some(left) => {
+                self.node_budget = left;
+                true
+            }
+            None => {
+                let message = format!(
+                    "{what} makes the document larger than {} values; \
+                     a campaign never needs that many (is this a \"billion laughs\" alias bomb?)",
+                    self.node_budget_total
+                );
+                self.fail_as(mark, message, true);
+                false
+            }
+        }
+    }
+
+    fn insert(&mut self, value: serde_json::Value, nodes: usize, mark: Marker, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), nodes));
+        }
+        if let Some(frame) = self.stack.last_mut() {
+            let total = frame.nodes_mut();
+            *total = total.saturating_add(nodes);
         }
         match self.stack.last_mut() {
             None => self.root = Some(value),
@@ -263,16 +326,26 @@ impl MarkedEventReceiver for Builder {
                         }
                     }
                 }
+                if !self.charge(1, mark, "this value") {
+                    return;
+                }
                 let value = scalar_value(text, style, tag.as_ref());
-                self.insert(value, mark, anchor);
+                self.insert(value, 1, mark, anchor);
             }
             Event::Alias(id) => {
-                let value = match self.anchors.get(&id) {
-                    Some(v) => v.clone(),
+                // Charged before cloning: the clone is what a bomb multiplies.
+                let nodes = match self.anchors.get(&id) {
+                    Some((_, nodes)) => *nodes,
                     None => {
                         self.fail(mark, "alias to an unknown anchor");
                         return;
                     }
+                };
+                if !self.charge(nodes, mark, "this alias") {
+                    return;
+                }
+                let Some((value, _)) = self.anchors.get(&id).map(|(v, n)| (v.clone(), *n)) else {
+                    return;
                 };
                 if let Some(pointer) = self.next_pointer() {
                     let span = NodeSpan {
@@ -282,7 +355,7 @@ impl MarkedEventReceiver for Builder {
                     };
                     self.spans.values.insert(pointer, span);
                 }
-                self.insert(value, mark, 0);
+                self.insert(value, nodes, mark, 0);
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 let Some(pointer) = self.next_pointer() else {
@@ -292,6 +365,17 @@ impl MarkedEventReceiver for Builder {
                     );
                     return;
                 };
+                if self.stack.len() >= MAX_DEPTH {
+                    self.fail_as(
+                        mark,
+                        format!("lists and mappings nest deeper than {MAX_DEPTH} levels here"),
+                        true,
+                    );
+                    return;
+                }
+                if !self.charge(1, mark, "this value") {
+                    return;
+                }
                 let span = NodeSpan {
                     start: position(&mark),
                     width: 1,
@@ -303,6 +387,7 @@ impl MarkedEventReceiver for Builder {
                         pointer,
                         items: Vec::new(),
                         anchor,
+                        nodes: 1,
                     }
                 } else {
                     Frame::Map {
@@ -310,21 +395,25 @@ impl MarkedEventReceiver for Builder {
                         map: serde_json::Map::new(),
                         pending_key: None,
                         anchor,
+                        nodes: 1,
                     }
                 };
                 self.stack.push(frame);
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (value, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { items, anchor, .. }) => {
-                        (serde_json::Value::Array(items), anchor)
-                    }
-                    Some(Frame::Map { map, anchor, .. }) => {
-                        (serde_json::Value::Object(map), anchor)
-                    }
+                let (value, anchor, nodes) = match self.stack.pop() {
+                    Some(Frame::Seq {
+                        items,
+                        anchor,
+                        nodes,
+                        ..
+                    }) => (serde_json::Value::Array(items), anchor, nodes),
+                    Some(Frame::Map {
+                        map, anchor, nodes, ..
+                    }) => (serde_json::Value::Object(map), anchor, nodes),
                     None => return,
                 };
-                self.insert(value, mark, anchor);
+                self.insert(value, nodes, mark, anchor);
             }
             _ => {}
         }
@@ -367,5 +456,45 @@ mod tests {
     fn syntax_errors_have_positions() {
         let err = parse("a: [1, 2\nb: 3\n").err().unwrap();
         assert!(err.position.line >= 1);
+    }
+
+    /// The classic 9-way "billion laughs": a few hundred bytes that expand
+    /// to 10^9 nodes.
+    pub(crate) fn billion_laughs() -> String {
+        let mut text = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for pair in names.windows(2) {
+            let (prev, next) = (pair[0], pair[1]);
+            let refs = vec![format!("*{prev}"); 9].join(",");
+            text.push_str(&format!("{next}: &{next} [{refs}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_the_first_alias_past_the_budget() {
+        let text = billion_laughs();
+        let err = parse(&text).err().unwrap();
+        assert!(err.message.contains("alias"), "{}", err.message);
+        // a: 10 nodes, b: 91, c: 820, d: 7381, e: 66430: `e`'s aliases cross
+        // the budget of the text's length plus the allowance.
+        assert_eq!(err.position.line, 5, "{}", err.message);
+    }
+
+    #[test]
+    fn aliases_within_the_budget_are_expanded() {
+        let doc = parse("base: &b { rate: 5 }\nx: *b\ny: *b\n").unwrap();
+        assert_eq!(doc.value["y"]["rate"], 5);
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = "- ".repeat(MAX_DEPTH + 1) + "x\n";
+        let err = parse(&deep).err().unwrap();
+        assert!(err.message.contains("nest deeper"), "{}", err.message);
+        let fine = "- ".repeat(MAX_DEPTH - 1) + "x\n";
+        assert!(parse(&fine).is_ok());
     }
 }

@@ -23,11 +23,25 @@ pub struct GlobalArgs {
     /// The project file (default: smax.yaml found by walking up from the campaign).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    // `--help` names the variable behind an option, never its value: the value
+    // may be a URL with a password, and help text ends up in CI logs.
     /// Base URL of the API (default: smax.yaml `api_url`, else https://api.smax.bot).
-    #[arg(long, global = true, env = "SMAX_API_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SMAX_API_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub api_url: Option<String>,
     /// The state database (default: smax.yaml `state`, else .smax/state.db).
-    #[arg(long, global = true, env = "SMAX_STATE", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "SMAX_STATE",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     pub state: Option<PathBuf>,
     /// Print less: errors and the final summary only.
     #[arg(short, long, global = true)]
