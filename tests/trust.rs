@@ -124,3 +124,149 @@ fn tests_cannot_reach_the_real_api_even_when_a_refusal_regresses() {
     assert!(all.contains("SMAX_LOOPBACK_ONLY is set"), "{all}");
     assert!(all.contains("`api.smax.bot`"), "{all}");
 }
+
+/// A secret in the environment that no bot names: confinement alone must
+/// keep it from being printed.
+const UNNAMED_SECRET: &str = "unnamed-secret-5b9e1d";
+
+fn validate(project: &TempProject, file: &str) -> Output {
+    project.run(
+        &["validate", file],
+        &[
+            ("SMAX_TRUST_TOKEN", "named-token-77aa01"),
+            ("OTHER_SECRET", UNNAMED_SECRET),
+        ],
+    )
+}
+
+/// Asserts a path-outside-project error at `place` that read nothing.
+fn assert_refused(out: &Output, place: &str) {
+    let all = text(out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("error[path-outside-project]"), "{all}");
+    assert!(all.contains(place), "{all}");
+    assert!(!all.contains(UNNAMED_SECRET), "{all}");
+    assert!(!all.contains("root:"), "{all}");
+}
+
+#[test]
+fn an_audience_outside_the_project_is_refused_at_its_path_before_it_is_read() {
+    let project = TempProject::new(PROJECT);
+    // `frist_name` is not a column: before confinement, the error quoted the
+    // file's first line as "the columns are …".
+    for (i, path) in [
+        "/proc/self/environ",
+        "/etc/passwd",
+        "../../../../etc/passwd",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("c{i}.yaml");
+        project.write(
+            &name,
+            &campaign(&format!("  from:\n    - csv: {path}"), "{{ frist_name }}"),
+        );
+        assert_refused(&validate(&project, &name), &format!("{name}:6:12"));
+        let plan = project.run(&["plan", &name], &[("OTHER_SECRET", UNNAMED_SECRET)]);
+        assert_refused(&plan, &format!("{name}:6:12"));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_committed_into_the_project_cannot_point_out() {
+    let project = TempProject::new(PROJECT);
+    let outside = tempfile::tempdir().expect("tempdir");
+    let secret = outside.path().join("secret.csv");
+    std::fs::write(&secret, format!("customer_id,{UNNAMED_SECRET}\n1,x\n")).expect("write");
+    std::fs::create_dir_all(project.path().join("data")).expect("mkdir");
+    std::os::unix::fs::symlink(&secret, project.path().join("data/vip.csv")).expect("link");
+    std::os::unix::fs::symlink("/proc/self/environ", project.path().join("data/env.csv"))
+        .expect("link");
+    project.write(
+        "c.yaml",
+        &campaign(
+            "  from:\n    - csv: data/vip.csv\n  exclude:\n    - csv: data/env.csv",
+            "{{ frist_name }}",
+        ),
+    );
+    let out = validate(&project, "c.yaml");
+    assert_refused(&out, "c.yaml:6:12");
+    assert!(text(&out).contains("c.yaml:8:12"), "{}", text(&out));
+    assert!(text(&out).contains("is a symlink to"), "{}", text(&out));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_campaign_file_that_links_out_is_refused_before_it_is_read() {
+    let project = TempProject::new(PROJECT);
+    std::fs::create_dir_all(project.path().join("campaigns")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        "/proc/self/environ",
+        project.path().join("campaigns/env.yaml"),
+    )
+    .expect("link");
+    let out = validate(&project, "campaigns");
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("error[path-outside-project]"), "{all}");
+    assert!(!all.contains(UNNAMED_SECRET), "{all}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let project = TempProject::new(PROJECT);
+    let made = std::process::Command::new("mkfifo")
+        .arg(project.path().join("pipe.csv"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    project.write("c.yaml", &campaign("  from:\n    - csv: pipe.csv", "hi"));
+    let out = validate(&project, "c.yaml");
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("error[not-a-file]"), "{all}");
+    assert!(all.contains("c.yaml:6:12"), "{all}");
+}
+
+#[test]
+fn data_dirs_opt_a_folder_outside_the_project_in() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("mkdir");
+    std::fs::write(shared.join("vip.csv"), "customer_id\n1\n").expect("write");
+    let project_dir = root.path().join("project");
+    std::fs::create_dir_all(&project_dir).expect("mkdir");
+    let body = campaign("  from:\n    - csv: ../shared/vip.csv", "hi");
+    std::fs::write(project_dir.join("c.yaml"), &body).expect("write");
+
+    std::fs::write(project_dir.join("smax.yaml"), PROJECT).expect("write");
+    let refused = common::run_in(&project_dir, &["validate", "c.yaml"]);
+    assert_refused(&refused, "c.yaml:6:12");
+
+    std::fs::write(
+        project_dir.join("smax.yaml"),
+        format!("data_dirs: [../shared]\n{PROJECT}"),
+    )
+    .expect("write");
+    let allowed = common::run_in(&project_dir, &["validate", "c.yaml"]);
+    assert_eq!(allowed.status.code(), Some(0), "{}", text(&allowed));
+}
+
+#[test]
+fn a_token_file_outside_the_project_is_refused() {
+    let project = TempProject::new(
+        "bots:\n  shop:\n    id: \"b1\"\n    token_file: /etc/passwd\n    api: v2\n",
+    );
+    project.write(
+        "c.yaml",
+        &campaign(
+            "  from:\n    - users:\n        - { customer_id: \"1\" }",
+            "hi",
+        ),
+    );
+    let out = validate(&project, "c.yaml");
+    assert_refused(&out, "smax.yaml:4:17");
+}

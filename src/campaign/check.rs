@@ -13,6 +13,7 @@ use super::{
     Audience, Bot, Campaign, Content, Delivery, MaxFailures, Message, Parsed, Project, Recipient,
     Source, SourceKind, TemplateSource, TokenSource,
 };
+use super::{Confinement, Refusal};
 use crate::diagnostic::{suggest, Diagnostic, Location, Position, SourceText};
 use crate::render::templates::{TemplateSet, GLOBALS, KEY, WHERE};
 
@@ -95,9 +96,35 @@ pub(super) fn check_project(project: &Parsed<ProjectFile>) -> Vec<Diagnostic> {
     if let Some(url) = &project.content.api_url {
         check_api_url(url, project.value_at("/api_url"), &mut out);
     }
+    let root = super::folder_of(&project.source.path);
+    for (i, dir) in project.content.data_dirs.iter().enumerate() {
+        let resolved = super::normalize(&root.join(dir));
+        if !resolved.is_dir() {
+            out.push(
+                Diagnostic::error(
+                    "missing-folder",
+                    format!(
+                        "data folder `{}` does not exist or is not a folder",
+                        resolved.display()
+                    ),
+                )
+                .at(project.value_at(&format!("/data_dirs/{i}")))
+                .help("paths are relative to smax.yaml's folder"),
+            );
+        }
+    }
+    let allowed = Confinement::new(
+        std::iter::once(root.clone()).chain(
+            project
+                .content
+                .data_dirs
+                .iter()
+                .map(|d| super::normalize(&root.join(d))),
+        ),
+    );
     for (name, bot) in &project.content.bots {
         let pointer = format!("/bots/{}", pointer_segment(name));
-        token_source(bot, project, &pointer, &mut out);
+        token_source(bot, project, &pointer, &allowed, &mut out);
     }
     if let Some(defaults) = project
         .content
@@ -133,13 +160,22 @@ fn token_source<T>(
     bot: &BotSpec,
     file: &Parsed<T>,
     pointer: &str,
+    allowed: &Confinement,
     out: &mut Vec<Diagnostic>,
 ) -> Option<TokenSource> {
     match (&bot.token_env, &bot.token_file) {
         (Some(env), None) => Some(TokenSource::Env(env.clone())),
         (None, Some(path)) => {
             let base = file.source.path.parent().unwrap_or(Path::new("."));
-            Some(TokenSource::File(base.join(path)))
+            let resolved = super::normalize(&base.join(path));
+            if let Err(refusal) = allowed.check_file(&resolved) {
+                out.push(
+                    super::refusal_diagnostic("token file", &resolved, &refusal, allowed)
+                        .at(file.value_at(&format!("{pointer}/token_file"))),
+                );
+                return None;
+            }
+            Some(TokenSource::File(resolved))
         }
         (Some(_), Some(_)) => {
             out.push(
@@ -308,6 +344,7 @@ fn find_word(template: &str, name: &str) -> Option<usize> {
 fn resolve_source(
     spec: &SourceSpec,
     dir: &Path,
+    allowed: &Confinement,
     file: &Parsed<CampaignFile>,
     pointer: &str,
     out: &mut Vec<Diagnostic>,
@@ -375,20 +412,13 @@ fn resolve_source(
         }
     };
     let resolved = super::normalize(&dir.join(&path));
-    if !resolved.is_file() {
-        let reason = if resolved.is_dir() {
-            "is a folder, not a file"
-        } else {
-            "does not exist"
-        };
-        out.push(
-            Diagnostic::error(
-                "missing-file",
-                format!("audience file `{}` {reason}", resolved.display()),
-            )
-            .at(file.value_at(&path_pointer))
-            .help("paths are relative to the campaign file's folder"),
-        );
+    if let Err(refusal) = allowed.check_file(&resolved) {
+        let mut d = super::refusal_diagnostic("audience file", &resolved, &refusal, allowed)
+            .at(file.value_at(&path_pointer));
+        if matches!(refusal, Refusal::Missing) {
+            d = d.help("paths are relative to the campaign file's folder");
+        }
+        out.push(d);
         return None;
     }
     Some(Source {
@@ -483,9 +513,10 @@ pub fn check_campaign(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    let allowed = project.confinement(&dir);
 
     // The bot.
-    let bot = resolve_bot(&file, project, &mut out);
+    let bot = resolve_bot(&file, project, &allowed, &mut out);
     let api = bot.as_ref().map(|b| b.api).unwrap_or(ApiVersion::V2);
 
     // Fields that fit the API version.
@@ -658,8 +689,14 @@ pub fn check_campaign(
     // Audience sources exist; their headers have what templates read.
     let mut audience_sources = Vec::new();
     for (i, spec) in c.audience.from.iter().enumerate() {
-        if let Some(s) = resolve_source(spec, &dir, &file, &format!("/audience/from/{i}"), &mut out)
-        {
+        if let Some(s) = resolve_source(
+            spec,
+            &dir,
+            &allowed,
+            &file,
+            &format!("/audience/from/{i}"),
+            &mut out,
+        ) {
             audience_sources.push((i, s));
         }
     }
@@ -668,6 +705,7 @@ pub fn check_campaign(
         if let Some(s) = resolve_source(
             spec,
             &dir,
+            &allowed,
             &file,
             &format!("/audience/exclude/{i}"),
             &mut out,
@@ -952,6 +990,7 @@ fn check_columns(
 fn resolve_bot(
     file: &Parsed<CampaignFile>,
     project: &Project,
+    allowed: &Confinement,
     out: &mut Vec<Diagnostic>,
 ) -> Option<Bot> {
     let (name, spec, bot_file_pointer): (Option<String>, BotSpec, Option<String>) = match &file
@@ -997,7 +1036,7 @@ fn resolve_bot(
         }
     };
     let token = match &bot_file_pointer {
-        Some(p) => token_source(&spec, file, p, out),
+        Some(p) => token_source(&spec, file, p, allowed, out),
         // A named bot's token source was checked with the project file.
         None => spec.token_env.clone().map(TokenSource::Env).or_else(|| {
             let base = project

@@ -5,6 +5,7 @@
 //! with errors yields no `Campaign`, so nothing downstream ever sees one.
 
 mod check;
+pub mod confine;
 pub mod model;
 mod schema_check;
 pub mod yaml;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 pub use self::check::check_campaign;
+pub use self::confine::{Confinement, Refusal};
 pub use self::model::{ApiVersion, ColumnType, MessagingTag, PriorityChannel, TagStyle};
 use self::model::{ProjectFile, ScheduleSpec};
 use self::yaml::Spans;
@@ -181,6 +183,23 @@ impl Project {
         Project { root, file: None }
     }
 
+    /// Where the files a campaign in `campaign_dir` names may lie: the
+    /// project folder and its `data_dirs`, or the campaign's own folder when
+    /// there is no project file.
+    pub fn confinement(&self, campaign_dir: &Path) -> Confinement {
+        match &self.file {
+            Some(file) => Confinement::new(
+                std::iter::once(self.root.clone()).chain(
+                    file.content
+                        .data_dirs
+                        .iter()
+                        .map(|d| normalize(&self.root.join(d))),
+                ),
+            ),
+            None => Confinement::new([campaign_dir.to_path_buf()]),
+        }
+    }
+
     pub fn content(&self) -> Option<&ProjectFile> {
         self.file.as_ref().map(|f| &f.content)
     }
@@ -245,18 +264,105 @@ fn relative_to_cwd(path: &Path) -> PathBuf {
         .unwrap_or_else(|| path.to_path_buf())
 }
 
+/// The folder of `path` ("." for a bare file name).
+fn folder_of(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Refuses a campaign or project file that is a symlink out of `allowed`, a
+/// system file or not a regular file, before reading it: a pull request can
+/// commit `campaigns/x.yaml -> /proc/self/environ`, and a syntax error would
+/// quote its first line.
+fn confine_own_file(path: &Path, allowed: Confinement) -> Result<(), Vec<Diagnostic>> {
+    match allowed.check_file(path) {
+        // A missing or unreadable file is read_source's to report.
+        Ok(()) | Err(Refusal::Missing | Refusal::Folder | Refusal::Unreadable { .. }) => Ok(()),
+        Err(refusal) => Err(vec![refusal_diagnostic(
+            "the file", path, &refusal, &allowed,
+        )
+        .at(Location::file(path))]),
+    }
+}
+
+/// The diagnostic for a path refused by a [`Confinement`] (`what` names the
+/// file, e.g. "audience file").
+pub fn refusal_diagnostic(
+    what: &str,
+    path: &Path,
+    refusal: &Refusal,
+    allowed: &Confinement,
+) -> Diagnostic {
+    let shown = path.display();
+    let folders = allowed
+        .folders()
+        .map(|f| {
+            let shown = relative_to_cwd(f);
+            if shown.as_os_str().is_empty() {
+                "`.`".to_owned()
+            } else {
+                format!("`{}`", shown.display())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let keep_inside = format!(
+        "keep data inside the project folder ({folders}); to read another folder, list it under `data_dirs:` in smax.yaml"
+    );
+    match refusal {
+        Refusal::Outside => Diagnostic::error(
+            "path-outside-project",
+            format!("{what} `{shown}` is outside the project; it was not read"),
+        )
+        .help(keep_inside),
+        Refusal::LinksOutside { target } => Diagnostic::error(
+            "path-outside-project",
+            format!(
+                "{what} `{shown}` is a symlink to `{}`, outside the project; it was not read",
+                target.display()
+            ),
+        )
+        .help(keep_inside),
+        Refusal::SystemFile { target } => Diagnostic::error(
+            "path-outside-project",
+            format!(
+                "{what} `{shown}` leads to the system file `{}`; it was not read",
+                target.display()
+            ),
+        )
+        .help(keep_inside),
+        Refusal::Missing => {
+            Diagnostic::error("missing-file", format!("{what} `{shown}` does not exist"))
+                .help("paths are relative to the file that names them")
+        }
+        Refusal::Folder => Diagnostic::error(
+            "missing-file",
+            format!("{what} `{shown}` is a folder, not a file"),
+        )
+        .help("name a file in that folder"),
+        Refusal::NotRegular { kind } => Diagnostic::error(
+            "not-a-file",
+            format!("{what} `{shown}` is {kind}, not a regular file; it was not read"),
+        )
+        .help("name a regular file"),
+        Refusal::Unreadable { reason } => Diagnostic::error(
+            "unreadable-file",
+            format!("cannot read {what} `{shown}`: {reason}"),
+        ),
+    }
+}
+
 /// Loads and checks a project file.
 pub fn load_project(path: &Path) -> Result<Project, Vec<Diagnostic>> {
+    confine_own_file(path, Confinement::new([folder_of(path)]))?;
     let parsed = parse_file::<ProjectFile>(path, schema_check::Which::Project)?;
     let errors = check::check_project(&parsed);
     if errors.iter().any(Diagnostic::is_error) {
         return Err(errors);
     }
-    let root = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let root = folder_of(path);
     Ok(Project {
         root,
         file: Some(parsed),
@@ -283,6 +389,13 @@ pub fn parse_campaign(path: &Path) -> Result<Parsed<model::CampaignFile>, Vec<Di
 /// Loads a campaign: parse, schema, meaning. Returns the campaign (when it has
 /// no errors) and every diagnostic, warnings included.
 pub fn load_campaign(path: &Path, project: &Project) -> (Option<Campaign>, Vec<Diagnostic>) {
+    let mut allowed = vec![folder_of(path)];
+    if project.file.is_some() {
+        allowed.push(project.root.clone());
+    }
+    if let Err(diagnostics) = confine_own_file(path, Confinement::new(allowed)) {
+        return (None, diagnostics);
+    }
     match parse_campaign(path) {
         Ok(parsed) => check_campaign(parsed, project),
         Err(diagnostics) => (None, diagnostics),

@@ -352,6 +352,13 @@ pub struct ProjectFile {
     /// SMAX_STATE or --state override it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Folders outside the project that audience, suppression and token files
+    /// may be read from (relative to this file). Without them, every file a
+    /// campaign names must lie inside the folder of this file, symlinks
+    /// followed: campaigns arrive through pull requests, and CI must not read
+    /// whatever they point at.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_dirs: Vec<String>,
     /// Bots campaigns refer to by name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub bots: IndexMap<String, BotSpec>,
