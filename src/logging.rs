@@ -14,6 +14,6 @@ pub fn init(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(|| crate::redact::ScrubbingWriter(std::io::stderr()))
+        .with_writer(|| crate::redact::Scrubbed::new(std::io::stderr()))
         .try_init();
 }

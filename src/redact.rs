@@ -1,30 +1,104 @@
-//! A last line of defence for secrets: every byte the CLI prints passes
-//! through [`scrub`], which replaces any registered token with `***`.
-//! (Tokens are kept out of messages by construction; this catches mistakes.)
+//! Secrets never leave the process: every byte the tool writes (stdout,
+//! stderr, logs, reports, requests files, the step summary, the state store)
+//! passes through [`scrub`] or a [`Scrubbed`] writer, which replace every
+//! registered secret with `***`.
+//!
+//! Secrets are registered when the files that name them are loaded: the value
+//! of every bot's `token_env` variable and the contents of every `token_file`
+//! (whether or not the command will ever send), and any password in an API or
+//! state URL. So a token that reaches an output by a path nobody foresaw (a
+//! CSV header that holds it, a platform error that echoes it) is still
+//! scrubbed. Tokens are also kept out of messages by construction; this is
+//! the layer that does not depend on every call site being right.
 
 use std::borrow::Cow;
+use std::io::Write;
+use std::path::Path;
 use std::sync::RwLock;
+
+/// Secrets shorter than this are not scrubbed: replacing "abc" would garble
+/// every message, and a token that short is not a secret anyway.
+const MIN_SECRET_LEN: usize = 6;
+
+/// Largest file read as a `token_file`.
+const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Registers a secret to scrub from all output. Very short values are
-/// ignored: scrubbing "a" would garble every message.
-pub fn register(secret: &str) {
-    if secret.len() < 6 {
-        return;
-    }
-    if let Ok(mut list) = SECRETS.write() {
-        if !list.iter().any(|s| s == secret) {
-            list.push(secret.to_owned());
-            // Also its percent-encoded form, as it appears in V1 URLs.
-            let encoded = crate::api::wire::encode(secret).to_string();
-            if encoded != secret {
-                list.push(encoded);
-            }
-        }
+fn add(list: &mut Vec<String>, form: String) {
+    if form.len() >= MIN_SECRET_LEN && !list.contains(&form) {
+        list.push(form);
     }
 }
 
+/// Registers a secret to scrub from all output, with the forms it takes in
+/// a URL query (percent-encoded) and in a JSON string.
+pub fn register(secret: &str) {
+    let secret = secret.trim();
+    if secret.len() < MIN_SECRET_LEN {
+        return;
+    }
+    if let Ok(mut list) = SECRETS.write() {
+        add(&mut list, secret.to_owned());
+        add(&mut list, crate::api::wire::encode(secret).to_string());
+        if let Ok(json) = serde_json::to_string(secret) {
+            add(&mut list, json.trim_matches('"').to_owned());
+        }
+        // Longest first, so a secret that contains another is replaced whole.
+        list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+}
+
+/// Registers the value of the environment variable `var`, if set.
+pub fn register_env(var: &str) {
+    if let Ok(value) = std::env::var(var) {
+        register(&value);
+    }
+}
+
+/// Registers the contents of a token file (read bounded; a file that cannot
+/// be read is reported where the token is needed, not here).
+pub fn register_file(path: &Path) {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    let mut text = String::new();
+    if file
+        .take(MAX_TOKEN_FILE_BYTES)
+        .read_to_string(&mut text)
+        .is_ok()
+    {
+        register(&text);
+    }
+}
+
+/// Registers the password of a URL such as `postgres://user:PASSWORD@host/db`
+/// or `http://user:PASSWORD@proxy`, if it has one.
+pub fn register_url_password(url: &str) {
+    let Some((_, rest)) = url.split_once("://") else {
+        return;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return;
+    };
+    if let Some((_, password)) = userinfo.split_once(':') {
+        register(password);
+        let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+        register(&decoded);
+    }
+}
+
+/// The longest registered secret, in bytes (0 with none).
+fn longest() -> usize {
+    SECRETS
+        .read()
+        .map(|l| l.first().map_or(0, String::len))
+        .unwrap_or(0)
+}
+
+/// `text` with every registered secret replaced by `***`.
 pub fn scrub(text: &str) -> Cow<'_, str> {
     let Ok(list) = SECRETS.read() else {
         return Cow::Borrowed(text);
@@ -34,22 +108,173 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     }
     let mut out = text.to_owned();
     for s in list.iter() {
-        out = out.replace(s.as_str(), "***");
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "***");
+        }
     }
     Cow::Owned(out)
 }
 
-/// A writer for logs that scrubs secrets line by line.
-pub struct ScrubbingWriter<W: std::io::Write>(pub W);
+/// A file written through the scrubber.
+pub type ScrubbedFile = Scrubbed<std::io::BufWriter<std::fs::File>>;
 
-impl<W: std::io::Write> std::io::Write for ScrubbingWriter<W> {
+/// Creates (truncates) `path` for writing through the scrubber.
+pub fn create_file(path: &Path) -> std::io::Result<ScrubbedFile> {
+    let file = std::fs::File::create(path)?;
+    Ok(Scrubbed::new(std::io::BufWriter::with_capacity(
+        1 << 16,
+        file,
+    )))
+}
+
+/// Writes `text` to `path` (created or truncated) through the scrubber.
+pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = create_file(path)?;
+    file.write_all(text.as_bytes())?;
+    file.flush()
+}
+
+/// Appends `text` to `path` (created if missing) through the scrubber.
+pub fn append_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut out = Scrubbed::new(file);
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// A writer that scrubs what passes through it, whatever the size and
+/// boundaries of the writes: a secret split across two `write` calls (by
+/// `write!`'s pieces, or a buffer's edge) is still caught, because the last
+/// bytes that could begin a secret are held back until more arrives or the
+/// writer is flushed.
+pub struct Scrubbed<W: Write> {
+    inner: W,
+    pending: Vec<u8>,
+}
+
+/// Pending bytes beyond this are passed on even without a line end.
+const HOLD_LIMIT: usize = 64 << 10;
+
+impl<W: Write> Scrubbed<W> {
+    pub fn new(inner: W) -> Self {
+        Scrubbed {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Scrubs and writes `pending[..upto]`, keeping the rest.
+    fn emit(&mut self, upto: usize) -> std::io::Result<()> {
+        let rest = self.pending.split_off(upto);
+        let head = std::mem::replace(&mut self.pending, rest);
+        let text = String::from_utf8_lossy(&head);
+        self.inner.write_all(scrub(&text).as_bytes())
+    }
+
+    /// Writes whatever is safe to write: whole lines, or (for a long line)
+    /// all but a tail that might be the start of a secret.
+    fn drain(&mut self) -> std::io::Result<()> {
+        if let Some(i) = self.pending.iter().rposition(|&b| b == b'\n') {
+            self.emit(i + 1)?;
+        }
+        if self.pending.len() > HOLD_LIMIT {
+            // A write may end inside a UTF-8 sequence: keep those bytes raw.
+            let complete = match std::str::from_utf8(&self.pending) {
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                _ => self.pending.len(),
+            };
+            let incomplete = self.pending.split_off(complete);
+            // Scrubbed, the text holds no whole secret; an incomplete one can
+            // only be its last `longest - 1` bytes, which stay behind.
+            let clean = scrub(&String::from_utf8_lossy(&self.pending)).into_owned();
+            let mut cut = clean.len().saturating_sub(longest().saturating_sub(1));
+            while !clean.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.inner.write_all(&clean.as_bytes()[..cut])?;
+            self.pending = clean.as_bytes()[cut..].to_vec();
+            self.pending.extend_from_slice(&incomplete);
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for Scrubbed<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = String::from_utf8_lossy(buf);
-        self.0.write_all(scrub(&text).as_bytes())?;
+        self.pending.extend_from_slice(buf);
+        self.drain()?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        let all = self.pending.len();
+        self.emit(all)?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for Scrubbed<W> {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = self.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "redact-test-secret-3f9a";
+
+    fn through_writer(pieces: &[&[u8]]) -> String {
+        let mut out = Vec::new();
+        {
+            let mut w = Scrubbed::new(&mut out);
+            for p in pieces {
+                w.write_all(p).unwrap();
+            }
+            w.flush().unwrap();
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_secret_split_across_writes_is_still_scrubbed() {
+        register(SECRET);
+        let (a, b) = SECRET.split_at(7);
+        let text = through_writer(&[b"before ", a.as_bytes(), b.as_bytes(), b" after\n"]);
+        assert_eq!(text, "before *** after\n");
+    }
+
+    #[test]
+    fn a_secret_on_the_edge_of_a_long_line_is_still_scrubbed() {
+        register(SECRET);
+        let filler = "é".repeat(HOLD_LIMIT / 2 + 3);
+        let (a, b) = SECRET.split_at(5);
+        let first = format!("{filler}{a}");
+        let text = through_writer(&[first.as_bytes(), b.as_bytes(), "ü\n".as_bytes()]);
+        assert_eq!(text, format!("{filler}***ü\n"));
+    }
+
+    #[test]
+    fn encoded_forms_and_url_passwords_are_registered() {
+        register("tok/with+plus&amp");
+        assert_eq!(
+            scrub("q?bot_token=tok%2Fwith%2Bplus%26amp"),
+            "q?bot_token=***"
+        );
+        register_url_password("postgres://app:p%40ss-word-42@127.0.0.1:5432/db");
+        assert_eq!(scrub("password p@ss-word-42"), "password ***");
+        assert_eq!(scrub("in url p%40ss-word-42"), "in url ***");
+    }
+
+    #[test]
+    fn short_values_are_not_secrets() {
+        register("abc");
+        assert_eq!(scrub("abcabc"), "abcabc");
     }
 }

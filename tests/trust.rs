@@ -270,3 +270,135 @@ fn a_token_file_outside_the_project_is_refused() {
     let out = validate(&project, "c.yaml");
     assert_refused(&out, "smax.yaml:4:17");
 }
+
+/// The token of the scrubbing test, and its percent-encoded form.
+const LEAKY_TOKEN: &str = "tok-LEAK/9d8c+7b6a5f";
+const LEAKY_TOKEN_ENCODED: &str = "tok-LEAK%2F9d8c%2B7b6a5f";
+
+fn assert_clean(what: &str, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    for needle in [LEAKY_TOKEN, LEAKY_TOKEN_ENCODED, "tok-LEAK/9d8c"] {
+        assert!(
+            !text.contains(needle),
+            "{what} holds the token ({needle}):\n{text}"
+        );
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_token_is_scrubbed_from_every_byte_the_tool_writes() {
+    let sandbox = common::SandboxProc::start(&["--bot", &format!("b1={LEAKY_TOKEN}")]);
+    let project = TempProject::new(PROJECT);
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    // The token as a column name, as a cell that is sent, as a cell that
+    // breaks its declared type (quoted, cut to 20 characters) and as a key.
+    project.write(
+        "audience.csv",
+        &format!(
+            "customer_id,first_name,orders,{LEAKY_TOKEN}\n\
+             C1,An {LEAKY_TOKEN},3,x\n\
+             C2,Bình,{LEAKY_TOKEN},x\n\
+             {LEAKY_TOKEN},Chi,1,x\n"
+        ),
+    );
+    let good = "version: 1\nname: leak\nbot: shop\naudience:\n  from:\n    - csv:\n        path: audience.csv\n        types: { orders: integer }\nrecipient:\n  customer_id: \"{{ customer_id }}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: \"Chào {{ first_name }}\"\n";
+    project.write("good.yaml", good);
+    project.write("bad.yaml", &good.replace("first_name", "frist_name"));
+
+    let out_path = |name: &str| out_dir.path().join(name).to_string_lossy().into_owned();
+    let summary = out_path("step-summary.md");
+    let env = [
+        ("SMAX_TRUST_TOKEN", LEAKY_TOKEN),
+        ("GITHUB_STEP_SUMMARY", summary.as_str()),
+        ("RUST_LOG", "smax_campaign=trace,debug"),
+    ];
+    let mut commands: Vec<Vec<String>> = Vec::new();
+    for format in ["text", "json", "github"] {
+        commands.push(vec![
+            "validate".into(),
+            "bad.yaml".into(),
+            "--format".into(),
+            format.into(),
+        ]);
+    }
+    for format in ["text", "json", "markdown"] {
+        commands.push(vec![
+            "plan".into(),
+            "good.yaml".into(),
+            "--format".into(),
+            format.into(),
+            "--sample".into(),
+            "10".into(),
+            "--requests".into(),
+            out_path(&format!("requests-{format}.jsonl")),
+        ]);
+    }
+    commands.push(vec![
+        "run".into(),
+        "good.yaml".into(),
+        "--api-url".into(),
+        sandbox.url.clone(),
+        "--report".into(),
+        out_path("report.json"),
+        "--requests".into(),
+        out_path("run-requests.jsonl"),
+        "-vv".into(),
+    ]);
+    commands.push(vec![
+        "status".into(),
+        "leak".into(),
+        "--recipients".into(),
+        "all".into(),
+    ]);
+    commands.push(vec!["status".into(), "--format".into(), "json".into()]);
+
+    let mut saw_scrubbed = false;
+    for args in &commands {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = project.run(&args, &env);
+        assert!(out.status.code().is_some(), "{args:?} ended by a signal");
+        assert_clean(&format!("stdout of {args:?}"), &out.stdout);
+        assert_clean(&format!("stderr of {args:?}"), &out.stderr);
+        saw_scrubbed |= text(&out).contains("***");
+    }
+    assert!(
+        saw_scrubbed,
+        "the token never reached an output: the test proves nothing"
+    );
+    // The run really sent, with the real token on the wire.
+    assert_eq!(sandbox.accepted().len(), 2, "{:?}", sandbox.records());
+
+    let written: Vec<_> = files_under(project.path())
+        .into_iter()
+        .chain(files_under(out_dir.path()))
+        .collect();
+    assert!(written.iter().any(|p| p.ends_with("report.json")));
+    assert!(written.iter().any(|p| p.ends_with("step-summary.md")));
+    assert!(written
+        .iter()
+        .any(|p| p.to_string_lossy().contains("state.db")));
+    for path in written {
+        if path.ends_with("audience.csv") {
+            continue; // the input itself
+        }
+        let bytes = std::fs::read(&path).expect("read");
+        assert_clean(&path.display().to_string(), &bytes);
+    }
+}

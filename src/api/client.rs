@@ -188,8 +188,11 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Repl
     }
 }
 
+/// The start of a non-JSON body (a proxy's page), scrubbed before it is cut:
+/// a page that echoes the request could hold the token.
 fn body_excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
+    let text = crate::redact::scrub(&text);
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > 200 {
         format!("{}…", flat.chars().take(200).collect::<String>())

@@ -228,7 +228,10 @@ fn convert(
     Ok(values)
 }
 
+/// A cell quoted in a message, cut to 20 characters. Scrubbed before the
+/// cut: the writers scrub whole secrets, and a cut one would slip past them.
 fn shorten(s: &str) -> String {
+    let s = &*crate::redact::scrub(s);
     if s.chars().count() > 20 {
         format!("{}…", s.chars().take(20).collect::<String>())
     } else {

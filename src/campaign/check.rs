@@ -94,7 +94,11 @@ fn walk(
 pub(super) fn check_project(project: &Parsed<ProjectFile>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     if let Some(url) = &project.content.api_url {
+        crate::redact::register_url_password(url);
         check_api_url(url, project.value_at("/api_url"), &mut out);
+    }
+    if let Some(state) = &project.content.state {
+        crate::redact::register_url_password(state);
     }
     let root = super::folder_of(&project.source.path);
     for (i, dir) in project.content.data_dirs.iter().enumerate() {
@@ -164,7 +168,12 @@ fn token_source<T>(
     out: &mut Vec<Diagnostic>,
 ) -> Option<TokenSource> {
     match (&bot.token_env, &bot.token_file) {
-        (Some(env), None) => Some(TokenSource::Env(env.clone())),
+        (Some(env), None) => {
+            // Registered now, not when sending: `validate` and `plan` print
+            // audience headers and rows, which could hold the token.
+            crate::redact::register_env(env);
+            Some(TokenSource::Env(env.clone()))
+        }
         (None, Some(path)) => {
             let base = file.source.path.parent().unwrap_or(Path::new("."));
             let resolved = super::normalize(&base.join(path));
@@ -175,6 +184,7 @@ fn token_source<T>(
                 );
                 return None;
             }
+            crate::redact::register_file(&resolved);
             Some(TokenSource::File(resolved))
         }
         (Some(_), Some(_)) => {

@@ -62,6 +62,12 @@ pub fn run(cli: Cli) -> ExitStatus {
     };
     choice.write_global();
     let global = cli.global;
+    if let Some(url) = &global.api_url {
+        crate::redact::register_url_password(url);
+    }
+    if let Some(state) = &global.state {
+        crate::redact::register_url_password(&state.to_string_lossy());
+    }
     match cli.command {
         Command::Validate(args) => validate::run(&global, &args),
         Command::Plan(args) => plan::run(&global, &args.campaign, &args.options),
@@ -124,12 +130,12 @@ pub(crate) async fn shutdown_signal() {
 /// Opens `--requests FILE` for writing (buffered), or says why not.
 pub(crate) fn create_requests_file(
     path: Option<&Path>,
-) -> Result<Option<std::io::BufWriter<std::fs::File>>, ExitStatus> {
+) -> Result<Option<crate::redact::ScrubbedFile>, ExitStatus> {
     let Some(path) = path else {
         return Ok(None);
     };
-    match std::fs::File::create(path) {
-        Ok(f) => Ok(Some(std::io::BufWriter::with_capacity(1 << 16, f))),
+    match crate::redact::create_file(path) {
+        Ok(f) => Ok(Some(f)),
         Err(e) => {
             eprint_diagnostics(&[Diagnostic::error(
                 "unwritable-file",

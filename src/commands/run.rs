@@ -92,7 +92,7 @@ async fn run_all(global: &GlobalArgs, args: &RunArgs, campaigns: &[PathBuf]) -> 
     if let Some(path) = &args.report {
         let doc = serde_json::json!({ "runs": reports, "exit_code": status.code() });
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
-        if let Err(e) = std::fs::write(path, crate::redact::scrub(&text).as_bytes()) {
+        if let Err(e) = crate::redact::write_file(path, &text) {
             eprint_diagnostics(&[Diagnostic::error(
                 "unwritable-file",
                 format!(
@@ -111,12 +111,7 @@ async fn run_all(global: &GlobalArgs, args: &RunArgs, campaigns: &[PathBuf]) -> 
 }
 
 fn append(path: &Path, text: &str) {
-    use std::io::Write;
-    let result = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(crate::redact::scrub(text).as_bytes()));
+    let result = crate::redact::append_file(path, text);
     if let Err(e) = result {
         print_err(&format!(
             "warning: cannot append to GITHUB_STEP_SUMMARY: {}\n",

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 /// The hash the store uses to identify a recipient key in [`PriorDeliveries`]
 /// (xxh3-128 of the key's UTF-8 bytes). Callers hash with this function so that
 /// a million keys cost 16 bytes each instead of a `String` each.
+///
+/// The key is hashed as the store writes it, secrets scrubbed, so that a key
+/// that happens to hold a token still matches its stored record on resume.
 pub fn key_hash(key: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+    xxhash_rust::xxh3::xxh3_128(crate::redact::scrub(key).as_bytes())
 }
 
 /// What is known about one recipient of a run.

@@ -492,9 +492,15 @@ fn corrupt(path: &Path, detail: impl Into<String>) -> StateError {
     }
 }
 
+/// Every text the store writes passes through here: a secret that reached
+/// a key, a platform text or a fingerprint part is stored as `***`.
+fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::redact::scrub(text)
+}
+
 fn parts_json(fp: &Fingerprint) -> String {
     // A map of strings always serializes.
-    serde_json::to_string(&fp.parts).unwrap_or_default()
+    clean(&serde_json::to_string(&fp.parts).unwrap_or_default()).into_owned()
 }
 
 fn reject_folder(path: &Path) -> Result<(), StateError> {
@@ -584,7 +590,13 @@ impl StateStore for SqliteStore {
             digest: String::new(),
             parts: reader.parts(&parts)?,
         };
-        let changed = stored.changes_to(&start.fingerprint);
+        // Compared as stored (scrubbed), so a part that holds a secret does
+        // not read as changed on every resume.
+        let current = Fingerprint {
+            digest: start.fingerprint.digest.clone(),
+            parts: reader.parts(&parts_json(&start.fingerprint))?,
+        };
+        let changed = stored.changes_to(&current);
         let previous = reader.summary_by_pk(id)?;
         if changed.is_empty() {
             tx.execute(
@@ -695,7 +707,7 @@ impl StateStore for SqliteStore {
             let mut stmt = tx.prepare_cached(SQL_UPSERT_ATTEMPT).map_err(&e)?;
             for a in attempts {
                 let row = to_i64("row", a.row)?;
-                stmt.execute(params![run, a.key, a.source, row, now])
+                stmt.execute(params![run, clean(&a.key), clean(&a.source), row, now])
                     .map_err(&e)?;
             }
         }
@@ -723,15 +735,9 @@ impl StateStore for SqliteStore {
         {
             let mut update = tx.prepare_cached(SQL_UPDATE_OUTCOME).map_err(&e)?;
             for o in outcomes {
-                let values = params![
-                    run,
-                    o.key,
-                    o.class.as_str(),
-                    o.attempts,
-                    o.status,
-                    o.platform_text,
-                    now
-                ];
+                let key = clean(&o.key);
+                let text = o.platform_text.as_deref().map(clean);
+                let values = params![run, key, o.class.as_str(), o.attempts, o.status, text, now];
                 if update.execute(values).map_err(&e)? == 0 {
                     // An outcome without a recorded attempt (e.g. skipped at render time).
                     tx.prepare_cached(SQL_INSERT_OUTCOME)
