@@ -402,3 +402,40 @@ fn a_token_is_scrubbed_from_every_byte_the_tool_writes() {
         assert_clean(&path.display().to_string(), &bytes);
     }
 }
+
+const NESTED_LOOPS: &str = "{% for a in s %}{% for b in s %}{% for c in s %}{% for d in s %}{% for e in s %}{% for f in s %}{% for g in s %}{% for h in s %}x{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}";
+const STRING_REPEAT: &str = "{% for i in range(40) %}{{ 'x' * 100000000 }}{% endfor %}";
+
+#[test]
+fn templates_that_would_run_for_hours_or_fill_memory_end_as_invalid_recipients() {
+    for (name, template) in [("loops", NESTED_LOOPS), ("repeat", STRING_REPEAT)] {
+        let project = TempProject::new(PROJECT);
+        project.write(
+            "c.yaml",
+            &format!(
+                "version: 1\nname: {name}\nbot: shop\naudience:\n  from:\n    - users:\n        - {{ customer_id: \"1\", s: \"0123456789\" }}\n        - {{ customer_id: \"2\", s: \"0123456789\" }}\nrecipient:\n  customer_id: \"{{{{ customer_id }}}}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: \"{template}\"\n"
+            ),
+        );
+        let validate = run_bounded(&project, &["validate", "c.yaml"]);
+        let all = text(&validate);
+        assert_eq!(validate.status.code(), Some(0), "{all}");
+        assert!(all.contains("warning[template-budget]"), "{all}");
+        assert!(all.contains("already fails on c.yaml:7"), "{all}");
+
+        let plan = run_bounded(&project, &["plan", "c.yaml", "--format", "json"]);
+        let all = text(&plan);
+        assert!(
+            plan.status.code().is_some(),
+            "{name}: killed by a signal: {all}"
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&plan.stdout).expect(&all);
+        assert_eq!(doc["invalid"], 2, "{all}");
+        assert_eq!(doc["to_send"], 0, "{all}");
+        let reason = if name == "loops" {
+            "template ran out of its work budget"
+        } else {
+            "template output passed its cap"
+        };
+        assert!(all.contains(reason), "{all}");
+    }
+}

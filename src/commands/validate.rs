@@ -5,6 +5,31 @@ use super::{campaign_files, print_err, print_out, ExitStatus};
 use crate::campaign::{self, Campaign, Content, Project};
 use crate::cli::{GlobalArgs, ValidateArgs, ValidateFormat};
 use crate::diagnostic::{render, Diagnostic, DiagnosticFormat, Location, Tally};
+use crate::render::Invalid;
+
+/// Rows of the audience that `validate` renders to see whether a template
+/// already runs out of its work budget on real data.
+const PROBED_ROWS: usize = 20;
+
+/// A warning per template that runs out of its work budget or output cap on
+/// the first rows: it would make (nearly) every recipient invalid.
+fn budget_warnings(campaign: &Campaign) -> Vec<Diagnostic> {
+    let mut seen = std::collections::BTreeSet::new();
+    crate::plan::probe(campaign, PROBED_ROWS)
+        .into_iter()
+        .filter_map(|(origin, reason)| match reason {
+            Invalid::OverBudget { field, message } if seen.insert(field.clone()) => Some(
+                Diagnostic::warning(
+                    "template-budget",
+                    format!("`{field}` already fails on {origin}: {message}"),
+                )
+                .at(Location::file(&campaign.path))
+                .help("every recipient renders it: avoid loops over row data and large repeats"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
 
 pub(super) fn run(global: &GlobalArgs, args: &ValidateArgs) -> ExitStatus {
     let paths = if args.paths.is_empty() {
@@ -77,7 +102,10 @@ pub(super) fn run(global: &GlobalArgs, args: &ValidateArgs) -> ExitStatus {
             ));
             continue;
         };
-        let (campaign, found) = campaign::load_campaign(file, project);
+        let (campaign, mut found) = campaign::load_campaign(file, project);
+        if let Some(c) = &campaign {
+            found.extend(budget_warnings(c));
+        }
         let tally = Tally::of(&found);
         diagnostics.extend(found);
         match campaign {

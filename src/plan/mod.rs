@@ -527,6 +527,23 @@ impl Iterator for Pipeline {
     }
 }
 
+/// The invalid rows among the first `rows` of the audience (no suppression
+/// lists, no state): what `validate` can learn from the data before anything
+/// is sent, such as a template that already runs out of its work budget.
+pub fn probe(campaign: &Campaign, rows: usize) -> Vec<(Origin, Invalid)> {
+    let run = preview_run(campaign, chrono::Utc::now()).run;
+    let Ok(renderer) = Renderer::new(campaign, &run) else {
+        return Vec::new();
+    };
+    Pipeline::new(campaign, Arc::new(renderer), Arc::new(KeySet::new()), None)
+        .take(rows)
+        .filter_map(|planned| match planned {
+            Planned::Invalid(origin, reason) => Some((origin, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Which run a plan previews, and from when sending would start.
 #[derive(Debug, Clone)]
 pub struct Preview {

@@ -40,12 +40,24 @@ pub struct RenderedRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Invalid {
     Broken(String),
-    Template { field: String, message: String },
+    Template {
+        field: String,
+        message: String,
+    },
+    /// A template ran out of its work budget or output cap.
+    OverBudget {
+        field: String,
+        message: String,
+    },
     EmptyKey,
     NoIdentifier,
     EmptyField(&'static str),
-    TextTooLong { chars: usize },
-    OtnReused { first: String },
+    TextTooLong {
+        chars: usize,
+    },
+    OtnReused {
+        first: String,
+    },
 }
 
 impl Invalid {
@@ -54,6 +66,7 @@ impl Invalid {
         match self {
             Invalid::Broken(_) => "broken-row",
             Invalid::Template { .. } => "template-error",
+            Invalid::OverBudget { .. } => "template-budget",
             Invalid::EmptyKey => "empty-key",
             Invalid::NoIdentifier => "no-identifier",
             Invalid::EmptyField(_) => "empty-field",
@@ -67,7 +80,9 @@ impl std::fmt::Display for Invalid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Invalid::Broken(reason) => write!(f, "{reason}"),
-            Invalid::Template { field, message } => write!(f, "{field}: {message}"),
+            Invalid::Template { field, message } | Invalid::OverBudget { field, message } => {
+                write!(f, "{field}: {message}")
+            }
             Invalid::EmptyKey => write!(f, "the audience key renders empty"),
             Invalid::NoIdentifier => write!(f, "every recipient identifier renders empty"),
             Invalid::EmptyField(field) => write!(f, "{field} renders empty"),
@@ -109,9 +124,16 @@ fn template_invalid(e: TemplateError) -> Invalid {
     } else {
         field_name(&e.name)
     };
-    Invalid::Template {
-        field,
-        message: e.message,
+    if e.over_budget {
+        Invalid::OverBudget {
+            field,
+            message: e.message,
+        }
+    } else {
+        Invalid::Template {
+            field,
+            message: e.message,
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub struct TemplateError {
     pub message: String,
     /// Byte range inside the template source, when the engine knows it.
     pub range: Option<Range<usize>>,
+    /// The render ran out of its work budget or output cap, rather than
+    /// failing on the data.
+    pub over_budget: bool,
 }
 
 pub struct TemplateSet {
@@ -40,10 +43,43 @@ impl std::fmt::Debug for TemplateSet {
     }
 }
 
+/// Engine steps one render may take. A message template takes a few dozen;
+/// a template can loop, and campaign files come through pull requests, so
+/// eight nested loops over a 10-character string must end, not run for hours.
+pub const RENDER_FUEL: u64 = 50_000;
+
+/// Bytes one render may write: far above Messenger's 2,000-character text
+/// (8 KB of UTF-8 at most), far below memory trouble.
+pub const MAX_RENDER_BYTES: usize = 256 << 10;
+
 fn new_env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(RENDER_FUEL));
     env
+}
+
+/// Collects a render's output and refuses to grow past [`MAX_RENDER_BYTES`]:
+/// the engine then stops with a write error instead of building a string of
+/// gigabytes (`{{ "x" * 100000000 }}` in a loop).
+struct CappedOutput {
+    bytes: Vec<u8>,
+    exceeded: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDER_BYTES {
+            self.exceeded = true;
+            return Err(std::io::Error::other("render output cap"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl TemplateSet {
@@ -80,9 +116,28 @@ impl TemplateSet {
             .env
             .get_template(name)
             .map_err(|e| template_error(name, &e, 0, 0))?;
-        template
-            .render(ctx)
-            .map_err(|e| template_error(name, &e, shift, usize::MAX))
+        let mut out = CappedOutput {
+            bytes: Vec::new(),
+            exceeded: false,
+        };
+        match template.render_captured_to(ctx, &mut out) {
+            Ok(_) => String::from_utf8(out.bytes).map_err(|_| TemplateError {
+                name: name.to_owned(),
+                message: "the template wrote text that is not UTF-8".into(),
+                range: None,
+                over_budget: false,
+            }),
+            Err(_) if out.exceeded => Err(TemplateError {
+                name: name.to_owned(),
+                message: format!(
+                    "template output passed its cap of {} KiB",
+                    MAX_RENDER_BYTES >> 10
+                ),
+                range: None,
+                over_budget: true,
+            }),
+            Err(e) => Err(template_error(name, &e, shift, usize::MAX)),
+        }
     }
 
     /// A handle for rendering `name` again and again. Most recipient fields are
@@ -206,10 +261,17 @@ fn template_error(name: &str, e: &minijinja::Error, shift: usize, len: usize) ->
     if e.kind() == minijinja::ErrorKind::UndefinedError && e.detail().is_none() {
         message = "undefined value (a name the row does not have)".into();
     }
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        message = format!("template ran out of its work budget ({RENDER_FUEL} steps)");
+        if let Some(line) = e.line() {
+            message.push_str(&format!(" at line {line}"));
+        }
+    }
     TemplateError {
         name: name.to_owned(),
         message,
         range,
+        over_budget: e.kind() == minijinja::ErrorKind::OutOfFuel,
     }
 }
 
@@ -294,5 +356,32 @@ mod tests {
             outcome(set.render_handle(&handle, &ctx)),
             outcome(set.render("/nope", &ctx))
         );
+    }
+
+    #[test]
+    fn nested_loops_run_out_of_their_work_budget() {
+        let source = "{% for a in s %}{% for b in s %}{% for c in s %}{% for d in s %}\n{% for e in s %}{% for f in s %}{% for g in s %}{% for h in s %}x{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}";
+        let (set, errors) = TemplateSet::compile([("/message/text", source)]);
+        assert!(errors.is_empty());
+        let ctx = Value::from_serialize(serde_json::json!({ "s": "0123456789" }));
+        let e = set.render("/message/text", &ctx).unwrap_err();
+        assert!(e.message.contains("work budget"), "{}", e.message);
+        assert!(e.message.contains("at line 2"), "{}", e.message);
+    }
+
+    #[test]
+    fn output_past_the_cap_is_an_error_not_an_abort() {
+        let source = "{% for i in range(30) %}{{ 'x' * 100000000 }}{% endfor %}";
+        let (set, errors) = TemplateSet::compile([("/message/text", source)]);
+        assert!(errors.is_empty());
+        let e = set.render("/message/text", &Value::UNDEFINED).unwrap_err();
+        assert!(e.message.contains("output passed its cap"), "{}", e.message);
+    }
+
+    #[test]
+    fn ordinary_templates_fit_the_budget() {
+        let source = "{% for i in range(200) %}{{ i }},{% endfor %}";
+        let (set, _) = TemplateSet::compile([("/message/text", source)]);
+        assert!(set.render("/message/text", &Value::UNDEFINED).is_ok());
     }
 }
