@@ -166,6 +166,11 @@ impl<W: Write> Scrubbed<W> {
         }
     }
 
+    /// The writer underneath (bytes still held back are not in it yet).
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// Scrubs and writes `pending[..upto]`, keeping the rest.
     fn emit(&mut self, upto: usize) -> std::io::Result<()> {
         let rest = self.pending.split_off(upto);

@@ -1,12 +1,15 @@
 //! In-process tests of the sandbox: each test starts its own server on port 0.
 
 use std::collections::HashSet;
+use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use smax_campaign::sandbox::{
     serve_until, Api, BotCredentials, Fault, FaultSpec, Record, Sandbox, SandboxConfig, TagStyle,
 };
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 const BOT: &str = "64f0c2a1e4b0";
 const TOKEN: &str = "tok-S3cr3t-Value-42";
@@ -1013,4 +1016,153 @@ fn users_file_is_one_id_per_line() {
     assert_eq!(users, expected);
     let missing = smax_campaign::sandbox::read_users(&dir.path().join("nope.txt"));
     assert!(missing.unwrap_err().to_string().contains("users file"));
+}
+
+// ---------------------------------------------------------------- connection limits
+
+/// Bound on every wait below, so a regression fails instead of hanging CI; it is a
+/// safety net, never a timing assertion.
+const SAFETY_NET: Duration = Duration::from_secs(10);
+
+/// Not a send route: answered 404 (after `latency`), never recorded.
+const PLAIN_GET: &[u8] = b"GET /nothing-here HTTP/1.1\r\nHost: sandbox\r\n\r\n";
+const NOT_FOUND: &str = "HTTP/1.1 404 Not Found";
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads one whole answer (head and `Content-Length` body); returns its status line.
+async fn read_answer(stream: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 1024];
+    for _ in 0..1000 {
+        if let Some(end) = find(&data, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().unwrap())
+                })
+                .expect("the sandbox always sends Content-Length");
+            if data.len() >= end + 4 + length {
+                return head.lines().next().unwrap().to_owned();
+            }
+        }
+        let n = tokio::time::timeout(SAFETY_NET, stream.read(&mut chunk))
+            .await
+            .expect("an answer within the safety net")
+            .expect("the connection stays readable");
+        assert!(n > 0, "closed before a whole answer: {data:?}");
+        data.extend_from_slice(&chunk[..n]);
+    }
+    panic!("no whole answer in 1000 reads: {data:?}");
+}
+
+/// Sends `PLAIN_GET` on a kept-alive connection and reads its answer.
+async fn round_trip(stream: &mut TcpStream) -> String {
+    stream.write_all(PLAIN_GET).await.unwrap();
+    read_answer(stream).await
+}
+
+/// Waits (up to the safety net) for the sandbox to close `stream`, sending nothing.
+async fn assert_closed_by_server(stream: &mut TcpStream) {
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(SAFETY_NET, stream.read(&mut buf))
+        .await
+        .expect("the sandbox closes the idle connection (the safety net ran out first)");
+    match read {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("expected the connection closed, got {:?}", &buf[..n]),
+    }
+}
+
+#[tokio::test]
+async fn idle_connection_that_sends_nothing_is_closed() {
+    let mut cfg = config();
+    cfg.idle_timeout = Duration::from_millis(200);
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let mut silent = TcpStream::connect(sb.addr()).await.unwrap();
+    assert_closed_by_server(&mut silent).await;
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn kept_alive_connection_is_closed_once_idle_after_its_answer() {
+    let mut cfg = config();
+    cfg.idle_timeout = Duration::from_millis(200);
+    let sb = Sandbox::start(cfg).await.unwrap();
+    let mut conn = TcpStream::connect(sb.addr()).await.unwrap();
+    assert_eq!(round_trip(&mut conn).await, NOT_FOUND);
+    assert_closed_by_server(&mut conn).await;
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_answers_outlive_a_shorter_idle_timeout() {
+    let mut cfg = config();
+    cfg.idle_timeout = Duration::from_millis(200);
+    cfg.latency = Duration::from_millis(800);
+    let h = Harness::new(cfg).await;
+    // The client is silent while the sandbox works on its request: not idle.
+    assert_ok(&h.v1("u1", &query(TOKEN, "block_id=b1")).await);
+    let mut conn = TcpStream::connect(h.sb.addr()).await.unwrap();
+    assert_eq!(round_trip(&mut conn).await, NOT_FOUND);
+    h.sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let mut cfg = config();
+    cfg.max_connections = 2;
+    // Far beyond the test, so only closing `first` can free a slot.
+    cfg.idle_timeout = Duration::from_secs(3600);
+    let sb = Sandbox::start(cfg).await.unwrap();
+
+    // Answers prove the sandbox took both connections (a finished handshake alone
+    // would not: the kernel completes it for the backlog).
+    let mut first = TcpStream::connect(sb.addr()).await.unwrap();
+    assert_eq!(round_trip(&mut first).await, NOT_FOUND);
+    let mut second = TcpStream::connect(sb.addr()).await.unwrap();
+    assert_eq!(round_trip(&mut second).await, NOT_FOUND);
+
+    let mut third = std::net::TcpStream::connect(sb.addr()).unwrap();
+    third.write_all(PLAIN_GET).unwrap();
+    third.set_nonblocking(true).unwrap();
+    // Each answer on `second` gives an uncapped server ample turns to have answered
+    // `third`; with the cap, `third` cannot be answered, however the turns fall.
+    for _ in 0..20 {
+        assert_eq!(round_trip(&mut second).await, NOT_FOUND);
+        let mut byte = [0u8; 1];
+        match third.read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("a third connection was served while two were open: {other:?}"),
+        }
+    }
+
+    drop(first);
+    let mut third = TcpStream::from_std(third).unwrap();
+    assert_eq!(read_answer(&mut third).await, NOT_FOUND);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flood_of_silent_connections_drains_and_the_sandbox_still_answers() {
+    let mut cfg = config();
+    cfg.max_connections = 4;
+    cfg.idle_timeout = Duration::from_millis(200);
+    let h = Harness::new(cfg).await;
+    let mut flood = Vec::new();
+    for _ in 0..16 {
+        flood.push(TcpStream::connect(h.sb.addr()).await.unwrap());
+    }
+    // Each waits for a slot, then idles out, handing the slot on.
+    for conn in &mut flood {
+        assert_closed_by_server(conn).await;
+    }
+    drop(flood);
+    assert_ok(&h.v1("u1", &query(TOKEN, "block_id=b1")).await);
+    h.sb.shutdown().await;
 }

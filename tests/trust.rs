@@ -385,9 +385,12 @@ fn a_token_is_scrubbed_from_every_byte_the_tool_writes() {
     // The run really sent, with the real token on the wire.
     assert_eq!(sandbox.accepted().len(), 2, "{:?}", sandbox.records());
 
+    // The sandbox is the tool too: its record of what it received (a
+    // message that quotes the token) goes through the same scrubber.
     let written: Vec<_> = files_under(project.path())
         .into_iter()
         .chain(files_under(out_dir.path()))
+        .chain([sandbox.record.clone()])
         .collect();
     assert!(written.iter().any(|p| p.ends_with("report.json")));
     assert!(written.iter().any(|p| p.ends_with("step-summary.md")));

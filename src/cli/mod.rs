@@ -227,6 +227,12 @@ pub struct SandboxArgs {
     /// Known user ids / customer identifiers, one a line; others get 404.
     #[arg(long, value_name = "FILE")]
     pub users: Option<PathBuf>,
+    /// Close a connection after DURATION with no byte either way and no request in progress.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub idle_timeout: String,
+    /// Serve at most N connections at once; later ones wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

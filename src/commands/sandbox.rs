@@ -67,6 +67,11 @@ pub(super) fn run(args: &SandboxArgs) -> ExitStatus {
         },
         None => None,
     };
+    let idle_timeout = match crate::schedule::parse_duration(&args.idle_timeout) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => return usage("--idle-timeout must be longer than zero".into(), "e.g. 30s"),
+        Err(e) => return usage(format!("--idle-timeout: {e}"), "e.g. 30s or 500ms"),
+    };
     let config = SandboxConfig {
         listen,
         bots,
@@ -76,6 +81,8 @@ pub(super) fn run(args: &SandboxArgs) -> ExitStatus {
         latency: Duration::from_millis(args.latency),
         record: args.record.clone(),
         users,
+        idle_timeout,
+        max_connections: args.max_connections,
         ..SandboxConfig::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -92,5 +99,27 @@ pub(super) fn run(args: &SandboxArgs) -> ExitStatus {
             eprint_diagnostics(&[Diagnostic::error("sandbox", format!("{e:#}"))]);
             ExitStatus::Invalid
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+    use crate::sandbox::SandboxConfig;
+
+    #[test]
+    fn sandbox_flag_defaults_match_the_config_defaults() {
+        let cli = Cli::try_parse_from(["smax-campaign", "sandbox"]).expect("parses");
+        let Command::Sandbox(args) = cli.command else {
+            panic!("not the sandbox command");
+        };
+        let defaults = SandboxConfig::default();
+        assert_eq!(
+            crate::schedule::parse_duration(&args.idle_timeout),
+            Ok(defaults.idle_timeout)
+        );
+        assert_eq!(args.max_connections, defaults.max_connections);
     }
 }

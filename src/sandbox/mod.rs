@@ -31,7 +31,7 @@ use axum::Router;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use record::{Api, Recipient, Record, TagStyle};
@@ -48,7 +48,8 @@ const ONE_SECOND: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How the sandbox behaves. `Default` gives 127.0.0.1:8787, no bots, no rate
-/// limit, no faults, seed 0, no latency, no record file, any user, 30 s timeout hold.
+/// limit, no faults, seed 0, no latency, no record file, any user, 30 s timeout hold,
+/// 30 s idle timeout, at most 1,024 open connections.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     /// Address to bind; port 0 picks a free port.
@@ -69,6 +70,12 @@ pub struct SandboxConfig {
     pub users: Option<HashSet<String>>,
     /// How long a `timeout` fault holds the request before dropping the connection.
     pub timeout_hold: Duration,
+    /// A connection that moved no byte for this long, with no request being worked
+    /// on, is closed (`--idle-timeout`).
+    pub idle_timeout: Duration,
+    /// Open connections served at once; later ones wait in the kernel's backlog
+    /// until one closes, and are refused once that is full (`--max-connections`).
+    pub max_connections: usize,
 }
 
 impl Default for SandboxConfig {
@@ -83,6 +90,8 @@ impl Default for SandboxConfig {
             record: None,
             users: None,
             timeout_hold: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -125,6 +134,7 @@ impl Sandbox {
         let addr = listener
             .local_addr()
             .map_err(|e| anyhow!("cannot read the bound address: {e}"))?;
+        let listener = CuttableListener::new(listener, config.max_connections, config.idle_timeout);
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             bots: config
@@ -153,7 +163,7 @@ impl Sandbox {
             .with_state(Arc::clone(&shared));
         let mut signal = stopped;
         let server = axum::serve(
-            CuttableListener::new(listener),
+            listener,
             app.into_make_service_with_connect_info::<ConnHandle>(),
         )
         .with_graceful_shutdown(async move {
@@ -249,6 +259,15 @@ fn check_config(config: &SandboxConfig) -> anyhow::Result<()> {
     let shares = [f.http_500, f.http_429, f.timeout, f.reject];
     if shares.iter().any(|s| !(0.0..=1.0).contains(s)) || shares.iter().sum::<f64>() > 1.0 + 1e-9 {
         bail!("fault shares must each be in [0, 1] and sum to at most 1 (got {f})");
+    }
+    if config.idle_timeout.is_zero() {
+        bail!("--idle-timeout must be longer than zero");
+    }
+    if config.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
+    if config.max_connections > Semaphore::MAX_PERMITS {
+        bail!("--max-connections {} is too large", config.max_connections);
     }
     Ok(())
 }
@@ -425,10 +444,14 @@ async fn handle(
     let arrival = Instant::now();
     let (parts, body) = request.into_parts();
     let Some(route) = Route::parse(parts.uri.path()) else {
+        let _busy = conn.busy();
         shared.delay().await;
         return answer(StatusCode::NOT_FOUND, false, "not found");
     };
+    // Reading the body waits on the client, so it stays under the idle rule; from
+    // here on the wait is the server's own (latency, a held `timeout` fault).
     let body = read_body(&parts, body).await;
+    let _busy = conn.busy();
     let verdict = shared.judge(&parts, &route, body, arrival);
     let Some(status) = verdict.status else {
         // `timeout` fault: delivered and recorded; hold, then drop the connection
@@ -626,5 +649,47 @@ impl Shared {
         record.result = verdict.result.to_string();
         self.sink.push(record);
         verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_default_to_30_s_idle_and_1024_open() {
+        let config = SandboxConfig::default();
+        assert_eq!(config.idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_connections, 1024);
+    }
+
+    #[test]
+    fn zero_connection_limits_are_refused() {
+        let bot = BotCredentials {
+            id: "b".into(),
+            token: "t".into(),
+        };
+        let base = SandboxConfig {
+            bots: vec![bot],
+            ..SandboxConfig::default()
+        };
+        assert!(check_config(&base).is_ok());
+        let zero_idle = SandboxConfig {
+            idle_timeout: Duration::ZERO,
+            ..base.clone()
+        };
+        let err = check_config(&zero_idle).expect_err("zero idle timeout");
+        assert!(err.to_string().contains("--idle-timeout"), "{err}");
+        let zero_cap = SandboxConfig {
+            max_connections: 0,
+            ..base.clone()
+        };
+        let err = check_config(&zero_cap).expect_err("zero cap");
+        assert!(err.to_string().contains("--max-connections"), "{err}");
+        let huge_cap = SandboxConfig {
+            max_connections: usize::MAX,
+            ..base
+        };
+        assert!(check_config(&huge_cap).is_err());
     }
 }

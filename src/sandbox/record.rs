@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::spec::Fault;
+use crate::redact::Scrubbed;
 
 /// API version of a send route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +134,8 @@ impl Record {
 
 struct SinkInner {
     seq: u64,
-    file: Option<File>,
+    /// Through the scrubber: a recorded message could quote a bot's token.
+    file: Option<Scrubbed<File>>,
     path: Option<PathBuf>,
     write_failed: bool,
     memory: Option<Vec<Record>>,
@@ -149,9 +151,9 @@ pub(crate) struct RecordSink {
 impl RecordSink {
     pub(crate) fn open(path: Option<&Path>, keep_in_memory: bool) -> anyhow::Result<RecordSink> {
         let file = match path {
-            Some(p) => Some(File::create(p).map_err(|e| {
+            Some(p) => Some(Scrubbed::new(File::create(p).map_err(|e| {
                 anyhow::anyhow!("cannot create the record file {}: {e}", p.display())
-            })?),
+            })?)),
             None => None,
         };
         Ok(RecordSink {
@@ -212,7 +214,7 @@ impl RecordSink {
     pub(crate) fn flush(&self) {
         let mut inner = self.lock();
         if let Some(file) = inner.file.as_mut() {
-            if let Err(e) = file.flush().and_then(|()| file.sync_data()) {
+            if let Err(e) = file.flush().and_then(|()| file.get_ref().sync_data()) {
                 tracing::warn!("sandbox: cannot flush the record file: {e}");
             }
         }
