@@ -12,7 +12,7 @@
 //! the layer that does not depend on every call site being right.
 
 use std::borrow::Cow;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -44,6 +44,14 @@ pub fn register(secret: &str) {
         if let Ok(json) = serde_json::to_string(secret) {
             add(&mut list, json.trim_matches('"').to_owned());
         }
+        // As escaped by the writers that escape before writing: GitHub
+        // annotations and markdown table cells.
+        add(&mut list, crate::diagnostic::render::escape_data(secret));
+        add(
+            &mut list,
+            crate::diagnostic::render::escape_property(secret),
+        );
+        add(&mut list, secret.replace('|', "\\|"));
         // Longest first, so a secret that contains another is replaced whole.
         list.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
@@ -98,6 +106,15 @@ fn longest() -> usize {
         .unwrap_or(0)
 }
 
+/// Makes panics, which bypass every writer, print through the scrubber too
+/// (a panic message can quote the string it failed on).
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let text = format!("smax-campaign stopped on an internal error (a bug): {info}\n");
+        let _ = std::io::stderr().write_all(scrub(&text).as_bytes());
+    }));
+}
+
 /// `text` with every registered secret replaced by `***`.
 pub fn scrub(text: &str) -> Cow<'_, str> {
     let Ok(list) = SECRETS.read() else {
@@ -115,16 +132,19 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// A file written through the scrubber.
-pub type ScrubbedFile = Scrubbed<std::io::BufWriter<std::fs::File>>;
+/// A file written through the scrubber. Buffered on both sides: serializers
+/// make many tiny writes (the outer buffer gathers them, so the scrubber sees
+/// few large ones), and the scrubber passes on a line at a time (the inner
+/// buffer gathers those into few system calls).
+pub type ScrubbedFile = BufWriter<Scrubbed<BufWriter<std::fs::File>>>;
 
 /// Creates (truncates) `path` for writing through the scrubber.
 pub fn create_file(path: &Path) -> std::io::Result<ScrubbedFile> {
     let file = std::fs::File::create(path)?;
-    Ok(Scrubbed::new(std::io::BufWriter::with_capacity(
+    Ok(BufWriter::with_capacity(
         1 << 16,
-        file,
-    )))
+        Scrubbed::new(BufWriter::with_capacity(1 << 16, file)),
+    ))
 }
 
 /// Writes `text` to `path` (created or truncated) through the scrubber.
@@ -180,12 +200,17 @@ impl<W: Write> Scrubbed<W> {
     }
 
     /// Writes whatever is safe to write: whole lines, or (for a long line)
-    /// all but a tail that might be the start of a secret.
-    fn drain(&mut self) -> std::io::Result<()> {
-        if let Some(i) = self.pending.iter().rposition(|&b| b == b'\n') {
-            self.emit(i + 1)?;
+    /// all but a tail that might be the start of a secret. `fresh` is where
+    /// the bytes of this write begin: only they can hold a new line end, so
+    /// each byte is scanned once however small the writes.
+    fn drain(&mut self, fresh: usize) -> std::io::Result<()> {
+        if let Some(i) = self.pending[fresh..].iter().rposition(|&b| b == b'\n') {
+            self.emit(fresh + i + 1)?;
         }
-        if self.pending.len() > HOLD_LIMIT {
+        // Twice the longest secret at least: what stays behind is shorter than
+        // one, so each pass moves at least as much as it keeps (linear time).
+        let longest = longest();
+        if self.pending.len() > HOLD_LIMIT.max(2 * longest) {
             // A write may end inside a UTF-8 sequence: keep those bytes raw.
             let complete = match std::str::from_utf8(&self.pending) {
                 Err(e) if e.error_len().is_none() => e.valid_up_to(),
@@ -195,7 +220,7 @@ impl<W: Write> Scrubbed<W> {
             // Scrubbed, the text holds no whole secret; an incomplete one can
             // only be its last `longest - 1` bytes, which stay behind.
             let clean = scrub(&String::from_utf8_lossy(&self.pending)).into_owned();
-            let mut cut = clean.len().saturating_sub(longest().saturating_sub(1));
+            let mut cut = clean.len().saturating_sub(longest.saturating_sub(1));
             while !clean.is_char_boundary(cut) {
                 cut -= 1;
             }
@@ -209,8 +234,9 @@ impl<W: Write> Scrubbed<W> {
 
 impl<W: Write> Write for Scrubbed<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let fresh = self.pending.len();
         self.pending.extend_from_slice(buf);
-        self.drain()?;
+        self.drain(fresh)?;
         Ok(buf.len())
     }
 
@@ -275,6 +301,13 @@ mod tests {
         register_url_password("postgres://app:p%40ss-word-42@127.0.0.1:5432/db");
         assert_eq!(scrub("password p@ss-word-42"), "password ***");
         assert_eq!(scrub("in url p%40ss-word-42"), "in url ***");
+    }
+
+    #[test]
+    fn escaped_forms_are_registered() {
+        register("esc%tok|en-77");
+        assert_eq!(scrub("::error::esc%25tok|en-77"), "::error::***");
+        assert_eq!(scrub("| esc%tok\\|en-77 |"), "| *** |");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! help text. Renderers turn a list of them into text for people, JSON for
 //! tools, or GitHub workflow annotations.
 
-mod render;
+pub(crate) mod render;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

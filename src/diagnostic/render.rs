@@ -131,12 +131,14 @@ fn github(d: &Diagnostic) -> String {
     format!("::{kind} {}::{}\n", props.join(","), escape_data(&message))
 }
 
-fn escape_data(s: &str) -> String {
+/// GitHub's escaping of an annotation's message (the scrubber registers a
+/// secret in this form too, so an escaped one is still caught).
+pub fn escape_data(s: &str) -> String {
     s.replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
 }
 
-fn escape_property(s: &str) -> String {
+pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
