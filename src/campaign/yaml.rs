@@ -95,18 +95,37 @@ pub const MAX_DEPTH: usize = 64;
 /// alias expansion ("billion laughs"), at the first alias that crosses it.
 pub const ALIAS_EXPANSION_ALLOWANCE: usize = 10_000;
 
+/// Bytes of JSON pointers (for positions) allowed per byte of document, plus
+/// 1 MiB. An inline `users:` list takes about 40 per row of 10 fields, or 4 per
+/// byte; long keys repeated over many nodes take far more.
+const POINTER_BYTES_PER_BYTE: usize = 32;
+
 pub fn parse(text: &str) -> Result<Document, YamlError> {
     let mut builder = Builder {
         node_budget: text.len().saturating_add(ALIAS_EXPANSION_ALLOWANCE),
         node_budget_total: text.len().saturating_add(ALIAS_EXPANSION_ALLOWANCE),
+        pointer_budget: text
+            .len()
+            .saturating_mul(POINTER_BYTES_PER_BYTE)
+            .saturating_add(1 << 20),
         ..Builder::default()
     };
+    // Events are pulled one at a time rather than through `Parser::load`,
+    // which recurses once per nesting level and overflows the stack on
+    // `- - - - …` long before the builder's depth bound can refuse it.
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, true).map_err(|e| YamlError {
-        position: position(e.marker()),
-        message: e.info().to_string(),
-        over_limit: false,
-    })?;
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| YamlError {
+            position: position(e.marker()),
+            message: e.info().to_string(),
+            over_limit: false,
+        })?;
+        let end = event == Event::StreamEnd;
+        builder.on_event(event, mark);
+        if end || builder.error.is_some() {
+            break;
+        }
+    }
     if let Some(err) = builder.error {
         return Err(err);
     }
@@ -159,6 +178,8 @@ struct Builder {
     /// Nodes the document may still hold, aliases expanded.
     node_budget: usize,
     node_budget_total: usize,
+    /// Bytes of JSON pointers the position table may still hold.
+    pointer_budget: usize,
     error: Option<YamlError>,
     documents: usize,
     second_document: Option<Position>,
@@ -205,11 +226,32 @@ impl Builder {
             }
             None => {
                 let message = format!(
-                    "{what} makes the document larger than {} values; \
-                     a campaign never needs that many (is this a \"billion laughs\" alias bomb?)",
+                    "{what} makes the document expand past {} bytes; \
+                     a campaign never needs that (is this a \"billion laughs\" alias bomb?)",
                     self.node_budget_total
                 );
                 self.fail_as(mark, message, true);
+                false
+            }
+        }
+    }
+
+    /// Positions are kept by JSON pointer, one string per node: long keys
+    /// over many nodes would make that table quadratic in the file's size,
+    /// so its bytes have a budget of their own.
+    fn charge_pointer(&mut self, pointer: &str, mark: Marker) -> bool {
+        match self.pointer_budget.checked_sub(pointer.len()) {
+            Some(left) => {
+                self.pointer_budget = left;
+                true
+            }
+            None => {
+                self.fail_as(
+                    mark,
+                    "keys here are so long, or nested so deep, that the document's positions would \
+                     take too much memory; a campaign never needs that",
+                    true,
+                );
                 false
             }
         }
@@ -317,20 +359,28 @@ impl MarkedEventReceiver for Builder {
                 };
                 match self.next_pointer() {
                     Some(pointer) => {
+                        if !self.charge_pointer(&pointer, mark) {
+                            return;
+                        }
                         self.spans.values.insert(pointer, span);
                     }
                     None => {
                         if let Some(Frame::Map { pointer, .. }) = self.stack.last() {
                             let key_pointer = format!("{pointer}/{}", pointer_segment(&text));
+                            if !self.charge_pointer(&key_pointer, mark) {
+                                return;
+                            }
                             self.spans.keys.insert(key_pointer, span);
                         }
                     }
                 }
-                if !self.charge(1, mark, "this value") {
+                // A scalar costs its length: an alias to a long one copies it.
+                let cost = text.len().max(1);
+                if !self.charge(cost, mark, "this value") {
                     return;
                 }
                 let value = scalar_value(text, style, tag.as_ref());
-                self.insert(value, 1, mark, anchor);
+                self.insert(value, cost, mark, anchor);
             }
             Event::Alias(id) => {
                 // Charged before cloning: the clone is what a bomb multiplies.
@@ -353,6 +403,9 @@ impl MarkedEventReceiver for Builder {
                         width: 1,
                         style: ScalarStyle::Plain,
                     };
+                    if !self.charge_pointer(&pointer, mark) {
+                        return;
+                    }
                     self.spans.values.insert(pointer, span);
                 }
                 self.insert(value, nodes, mark, 0);
@@ -381,6 +434,10 @@ impl MarkedEventReceiver for Builder {
                     width: 1,
                     style: ScalarStyle::Collection,
                 };
+                // The frame keeps a second copy of the pointer.
+                if !self.charge_pointer(&pointer, mark) || !self.charge_pointer(&pointer, mark) {
+                    return;
+                }
                 self.spans.values.insert(pointer.clone(), span);
                 let frame = if matches!(ev, Event::SequenceStart(..)) {
                     Frame::Seq {
@@ -478,9 +535,9 @@ mod tests {
         let text = billion_laughs();
         let err = parse(&text).err().unwrap();
         assert!(err.message.contains("alias"), "{}", err.message);
-        // a: 10 nodes, b: 91, c: 820, d: 7381, e: 66430: `e`'s aliases cross
-        // the budget of the text's length plus the allowance.
-        assert_eq!(err.position.line, 5, "{}", err.message);
+        // Costs (a scalar costs its bytes): a 28, b 253, c 2278, d 20503: `d`'s
+        // aliases cross the budget of the text's length plus the allowance.
+        assert_eq!(err.position.line, 4, "{}", err.message);
     }
 
     #[test]
@@ -496,5 +553,31 @@ mod tests {
         assert!(err.message.contains("nest deeper"), "{}", err.message);
         let fine = "- ".repeat(MAX_DEPTH - 1) + "x\n";
         assert!(parse(&fine).is_ok());
+    }
+
+    #[test]
+    fn an_alias_costs_the_bytes_it_copies() {
+        let long = "x".repeat(200_000);
+        let mut text = format!("a: &a \"{long}\"\nb: [");
+        text.push_str(&vec!["*a"; 20_000].join(","));
+        text.push_str("]\n");
+        let err = parse(&text).err().unwrap();
+        assert!(err.over_limit, "{}", err.message);
+    }
+
+    #[test]
+    fn long_keys_over_many_nodes_are_refused() {
+        let key = "k".repeat(1 << 20);
+        let items = vec!["1"; 3_000_000].join(",");
+        let text = format!("? {key}\n: [{items}]\n");
+        let err = parse(&text).err().unwrap();
+        assert!(err.message.contains("positions"), "{}", err.message);
+    }
+
+    #[test]
+    fn very_deep_nesting_is_refused_without_overflowing_the_stack() {
+        let deep = format!("vars:\n  a:\n    {}x\n", "- ".repeat(50_000));
+        let err = parse(&deep).err().unwrap();
+        assert!(err.message.contains("nest deeper"), "{}", err.message);
     }
 }
