@@ -25,8 +25,8 @@ fn campaign(audience: &str, message_text: &str) -> String {
     )
 }
 
-/// Runs the binary under a 2 GiB address-space limit, so an unbounded
-/// expansion ends in an allocation failure instead of passing.
+/// Runs the binary under a 2 GiB address-space limit and a 120 s time limit,
+/// so an unbounded expansion or a hang ends in a failure instead of passing.
 fn run_bounded(project: &TempProject, args: &[&str]) -> Output {
     let bin = env!("CARGO_BIN_EXE_smax-campaign");
     let mut cmd = std::process::Command::new("bash");
@@ -35,7 +35,8 @@ fn run_bounded(project: &TempProject, args: &[&str]) -> Output {
         .env_remove("SMAX_STATE")
         .env("SMAX_LOOPBACK_ONLY", "1")
         .arg("-c")
-        .arg("ulimit -v 2097152 && exec \"$0\" --color never \"$@\"")
+        // `timeout` turns a hang into a failure instead of a stuck test run.
+        .arg("ulimit -v 2097152 && exec timeout 120 \"$0\" --color never \"$@\"")
         .arg(bin)
         .args(args);
     cmd.output().expect("bash runs")
@@ -224,7 +225,7 @@ fn a_fifo_is_refused_without_blocking() {
         .expect("mkfifo runs");
     assert!(made.success());
     project.write("c.yaml", &campaign("  from:\n    - csv: pipe.csv", "hi"));
-    let out = validate(&project, "c.yaml");
+    let out = run_bounded(&project, &["validate", "c.yaml"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains("error[not-a-file]"), "{all}");
@@ -441,4 +442,14 @@ fn templates_that_would_run_for_hours_or_fill_memory_end_as_invalid_recipients()
         };
         assert!(all.contains(reason), "{all}");
     }
+}
+
+#[test]
+fn without_smax_yaml_a_campaign_in_the_current_folder_reads_its_own_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("r.csv"), "customer_id\n1\n").expect("write");
+    let body = "version: 1\nname: r\nbot: { id: \"b1\", token_env: SMAX_TRUST_TOKEN }\naudience:\n  from:\n    - csv: r.csv\nrecipient:\n  customer_id: \"{{ customer_id }}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: hi\n";
+    std::fs::write(dir.path().join("r.yaml"), body).expect("write");
+    let out = common::run_in(dir.path(), &["validate", "r.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

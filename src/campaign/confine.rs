@@ -32,7 +32,7 @@ pub struct Confinement {
     roots: Vec<Root>,
 }
 
-/// Why a path was refused. `Display` is the diagnostic's message.
+/// Why a path was refused ([`super::refusal_diagnostic`] words it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The path as written leaves every allowed folder.
@@ -45,6 +45,8 @@ pub enum Refusal {
     SystemFile {
         target: PathBuf,
     },
+    /// Inside a `.git` folder, where a checkout may keep credentials.
+    GitMetadata,
     Missing,
     Folder,
     /// A FIFO, socket or device: reading it could block or never end.
@@ -62,13 +64,20 @@ impl Refusal {
     pub fn is_confinement(&self) -> bool {
         matches!(
             self,
-            Refusal::Outside | Refusal::LinksOutside { .. } | Refusal::SystemFile { .. }
+            Refusal::Outside
+                | Refusal::LinksOutside { .. }
+                | Refusal::SystemFile { .. }
+                | Refusal::GitMetadata
         )
     }
 }
 
 fn under(path: &Path, root: &Path) -> bool {
     path.starts_with(root)
+}
+
+fn in_git_folder(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == ".git")
 }
 
 fn file_kind(meta: &std::fs::Metadata) -> &'static str {
@@ -96,9 +105,12 @@ impl Confinement {
     pub fn new(folders: impl IntoIterator<Item = PathBuf>) -> Confinement {
         let roots = folders
             .into_iter()
-            .map(|folder| Root {
-                lexical: lexical_absolute(&folder),
-                canonical: std::fs::canonicalize(&folder).ok(),
+            .map(|folder| {
+                let lexical = lexical_absolute(&folder);
+                Root {
+                    canonical: std::fs::canonicalize(&lexical).ok(),
+                    lexical,
+                }
             })
             .collect();
         Confinement { roots }
@@ -116,6 +128,9 @@ impl Confinement {
         if !self.roots.iter().any(|r| under(&lexical, &r.lexical)) {
             return Err(Refusal::Outside);
         }
+        if in_git_folder(&lexical) {
+            return Err(Refusal::GitMetadata);
+        }
         let target = match std::fs::canonicalize(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Refusal::Missing),
@@ -127,6 +142,9 @@ impl Confinement {
         };
         if SYSTEM_TREES.iter().any(|t| under(&target, Path::new(t))) {
             return Err(Refusal::SystemFile { target });
+        }
+        if in_git_folder(&target) {
+            return Err(Refusal::GitMetadata);
         }
         let inside = self
             .roots
@@ -154,6 +172,12 @@ impl Confinement {
 /// `path` made absolute against the current directory, `..` resolved
 /// lexically; no file system access.
 fn lexical_absolute(path: &Path) -> PathBuf {
+    // `Path::new("a.yaml").parent()` is "", which means the current folder.
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     super::normalize(&absolute)
 }
@@ -228,6 +252,18 @@ mod tests {
         std::os::unix::fs::symlink("a.csv", &link).unwrap();
         let c = Confinement::new([project.clone()]);
         assert_eq!(c.check_file(&link), Ok(()));
+    }
+
+    #[test]
+    fn git_metadata_is_never_data() {
+        let (_d, project) = setup();
+        std::fs::create_dir_all(project.join(".git")).unwrap();
+        std::fs::write(project.join(".git/config"), "[core]\n").unwrap();
+        let c = Confinement::new([project.clone()]);
+        assert_eq!(
+            c.check_file(&project.join(".git/config")),
+            Err(Refusal::GitMetadata)
+        );
     }
 
     #[test]

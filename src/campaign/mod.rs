@@ -333,6 +333,13 @@ pub fn refusal_diagnostic(
             ),
         )
         .help(keep_inside),
+        Refusal::GitMetadata => Diagnostic::error(
+            "path-outside-project",
+            format!(
+                "{what} `{shown}` is inside `.git`, which can hold credentials; it was not read"
+            ),
+        )
+        .help("keep audience data in the project's own folders, outside `.git`"),
         Refusal::Missing => {
             Diagnostic::error("missing-file", format!("{what} `{shown}` does not exist"))
                 .help("paths are relative to the file that names them")
