@@ -17,6 +17,10 @@ use super::{Confinement, Refusal};
 use crate::diagnostic::{suggest, Diagnostic, Location, Position, SourceText};
 use crate::render::templates::{TemplateSet, GLOBALS, KEY, WHERE};
 
+/// The longest `delivery.timeout`: a request that takes longer has failed,
+/// and the bound keeps the deadline arithmetic far from overflow.
+const MAX_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 const RESERVED_ATTRIBUTES: [&str; 4] = ["bot_token", "block_name", "block_id", "messaging_tag"];
 const TOKEN_KEYS: [&str; 5] = ["token", "bot_token", "access_token", "api_token", "api_key"];
 const PROMOTIONAL: [&str; 11] = [
@@ -230,6 +234,14 @@ fn apply_delivery<T>(
     }
     if let Some(t) = &spec.timeout {
         match humantime::parse_duration(t) {
+            Ok(d) if d > MAX_REQUEST_TIMEOUT => out.push(
+                Diagnostic::error(
+                    "invalid-duration",
+                    format!("a request timeout of `{t}` is longer than the 10 minutes allowed"),
+                )
+                .at(file.value_at(&format!("{pointer}/timeout")))
+                .help("a request that takes minutes has failed; `10s` is the default"),
+            ),
             Ok(d) if !d.is_zero() => delivery.timeout = d,
             _ => out.push(
                 Diagnostic::error("invalid-duration", format!("`{t}` is not a duration"))

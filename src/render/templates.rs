@@ -56,6 +56,9 @@ fn new_env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(RENDER_FUEL));
+    // `debug()` prints the whole render state, earlier output included:
+    // called in a loop its work doubles per call, far inside the fuel.
+    env.remove_global("debug");
     env
 }
 
@@ -383,5 +386,13 @@ mod tests {
         let source = "{% for i in range(200) %}{{ i }},{% endfor %}";
         let (set, _) = TemplateSet::compile([("/message/text", source)]);
         assert!(set.render("/message/text", &Value::UNDEFINED).is_ok());
+    }
+
+    #[test]
+    fn debug_is_not_available_to_campaigns() {
+        let source = "{% set ns = namespace(a='') %}{% for i in range(40) %}{% set ns.a = debug() %}{% endfor %}";
+        let (set, _) = TemplateSet::compile([("/message/text", source)]);
+        let e = set.render("/message/text", &Value::UNDEFINED).unwrap_err();
+        assert!(e.message.contains("debug"), "{}", e.message);
     }
 }
