@@ -98,9 +98,10 @@ fn help_names_the_environment_variables_but_never_their_values() {
 
 #[test]
 fn tests_cannot_reach_the_real_api_even_when_a_refusal_regresses() {
-    // A campaign the tool would really send (rate 25, the real API's URL):
+    // A campaign the tool would really send (rate 25, a non-loopback URL):
     // only the loopback-only switch that every test process gets stands
-    // between it and the internet.
+    // between it and the network. The address is TEST-NET-1 (RFC 5737), so
+    // even a regressed switch reaches nothing.
     let project = TempProject::new(PROJECT);
     project.write(
         "c.yaml",
@@ -116,14 +117,14 @@ fn tests_cannot_reach_the_real_api_even_when_a_refusal_regresses() {
             "--state",
             "none",
             "--api-url",
-            "https://api.smax.bot",
+            "http://192.0.2.1:9",
         ],
         &[("SMAX_TRUST_TOKEN", "trust-token-123456")],
     );
     let all = text(&out);
     assert_ne!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("SMAX_LOOPBACK_ONLY is set"), "{all}");
-    assert!(all.contains("`api.smax.bot`"), "{all}");
+    assert!(all.contains("`192.0.2.1`"), "{all}");
 }
 
 /// A secret in the environment that no bot names: confinement alone must
