@@ -52,13 +52,9 @@ fn text(d: &Diagnostic) -> String {
         if let (Some(p), Some(snippet)) = (loc.position, &loc.snippet) {
             let number = p.line.to_string();
             let pad = " ".repeat(number.len());
-            let shown = snippet.replace('\t', " ");
-            let indent: String = shown
-                .chars()
-                .take(p.col.saturating_sub(1) as usize)
-                .map(|_| ' ')
-                .collect();
-            let available = shown.chars().count().saturating_sub(indent.len()).max(1);
+            let (shown, caret_at) = clip(&snippet.replace('\t', " "), p.col);
+            let indent = " ".repeat(caret_at);
+            let available = shown.chars().count().saturating_sub(caret_at).max(1);
             let carets = "^".repeat((loc.width as usize).clamp(1, available));
             let _ = writeln!(out, "{pad} {BLUE}|{BLUE:#}");
             let _ = writeln!(out, "{BLUE}{number} |{BLUE:#} {shown}");
@@ -73,6 +69,32 @@ fn text(d: &Diagnostic) -> String {
     }
     out.push('\n');
     out
+}
+
+/// Characters of a source line shown under a diagnostic. A line can be
+/// megabytes long (a minified file, a hostile one); the reader needs the
+/// place, not the whole line.
+const SNIPPET_CHARS: usize = 160;
+
+/// The part of `line` around column `col` (1-based) that is shown, with `…`
+/// where it was cut, and the caret's offset in it.
+fn clip(line: &str, col: u32) -> (String, usize) {
+    let count = line.chars().count();
+    let col = (col.saturating_sub(1) as usize).min(count);
+    if count <= SNIPPET_CHARS {
+        return (line.to_owned(), col);
+    }
+    let start = col.saturating_sub(SNIPPET_CHARS / 4);
+    let end = (start + SNIPPET_CHARS).min(count);
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push('…');
+    }
+    shown.extend(line.chars().skip(start).take(end - start));
+    if end < count {
+        shown.push('…');
+    }
+    (shown, col - start + usize::from(start > 0))
 }
 
 fn json(diagnostics: &[Diagnostic]) -> String {
@@ -141,4 +163,23 @@ pub fn escape_data(s: &str) -> String {
 
 pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn long_lines_are_cut_around_the_caret() {
+        let line = format!("{}ERR{}", "a".repeat(5000), "b".repeat(5000));
+        let (shown, at) = clip(&line, 5001);
+        assert!(shown.chars().count() <= super::SNIPPET_CHARS + 2);
+        assert_eq!(shown.chars().skip(at).take(3).collect::<String>(), "ERR");
+        assert!(shown.starts_with('…') && shown.ends_with('…'));
+    }
+
+    #[test]
+    fn short_lines_are_whole() {
+        assert_eq!(clip("a: b", 4), ("a: b".to_owned(), 3));
+    }
 }
