@@ -156,6 +156,18 @@ fn accepted() {
     ACCEPTED.with(|a| a.set(a.get() + 1));
 }
 
+/// A fixed seed unless `SMAX_FUZZ_SEED` says otherwise (a number, or
+/// `random`): the suite in CI is deterministic, and the long run in
+/// `bench/fuzz` explores new inputs each time.
+fn rng_seed() -> proptest::test_runner::RngSeed {
+    use proptest::test_runner::RngSeed;
+    match std::env::var("SMAX_FUZZ_SEED").ok().as_deref() {
+        None | Some("") => RngSeed::Fixed(0x5eed_2026),
+        Some("random") => RngSeed::Random,
+        Some(n) => RngSeed::Fixed(n.parse().unwrap_or(0x5eed_2026)),
+    }
+}
+
 /// Runs one property: `ci` cases (or `SMAX_FUZZ_CASES`), each watched for
 /// hangs and timed; a failure (a panic included) is shrunk to a minimal input
 /// and reported with it.
@@ -170,6 +182,7 @@ where
         // Reproducers go in the failure message, not in files beside the tests.
         failure_persistence: None,
         max_shrink_time: 120_000,
+        rng_seed: rng_seed(),
         ..Config::default()
     };
     let mut runner = TestRunner::new(config);
