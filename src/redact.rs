@@ -64,19 +64,21 @@ pub fn register_env(var: &str) {
     }
 }
 
-/// Registers the contents of a token file (read bounded; a file that cannot
-/// be read is reported where the token is needed, not here).
-pub fn register_file(path: &Path) {
+/// Reads a token file, at most 64 KiB of it: a token is a line, and the
+/// path comes from a file a pull request can change.
+pub fn read_secret_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
-    let Ok(file) = std::fs::File::open(path) else {
-        return;
-    };
     let mut text = String::new();
-    if file
+    std::fs::File::open(path)?
         .take(MAX_TOKEN_FILE_BYTES)
-        .read_to_string(&mut text)
-        .is_ok()
-    {
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Registers the contents of a token file (a file that cannot be read is
+/// reported where the token is needed, not here).
+pub fn register_file(path: &Path) {
+    if let Ok(text) = read_secret_file(path) {
         register(&text);
     }
 }
@@ -84,18 +86,15 @@ pub fn register_file(path: &Path) {
 /// Registers the password of a URL such as `postgres://user:PASSWORD@host/db`
 /// or `http://user:PASSWORD@proxy`, if it has one.
 pub fn register_url_password(url: &str) {
-    let Some((_, rest)) = url.split_once("://") else {
+    let Some(password) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+    else {
         return;
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let Some((userinfo, _)) = authority.rsplit_once('@') else {
-        return;
-    };
-    if let Some((_, password)) = userinfo.split_once(':') {
-        register(password);
-        let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
-        register(&decoded);
-    }
+    // As written (percent-encoded) and as a person would type it.
+    register(&password);
+    register(&percent_encoding::percent_decode_str(&password).decode_utf8_lossy());
 }
 
 /// The longest registered secret, in bytes (0 with none).

@@ -105,8 +105,8 @@ pub(super) fn check_project(project: &Parsed<ProjectFile>) -> Vec<Diagnostic> {
         crate::redact::register_url_password(state);
     }
     let root = super::folder_of(&project.source.path);
-    for (i, dir) in project.content.data_dirs.iter().enumerate() {
-        let resolved = super::normalize(&root.join(dir));
+    let data_dirs = super::data_dirs(&root, &project.content);
+    for (i, resolved) in data_dirs.iter().enumerate() {
         if !resolved.is_dir() {
             out.push(
                 Diagnostic::error(
@@ -121,15 +121,7 @@ pub(super) fn check_project(project: &Parsed<ProjectFile>) -> Vec<Diagnostic> {
             );
         }
     }
-    let allowed = Confinement::new(
-        std::iter::once(root.clone()).chain(
-            project
-                .content
-                .data_dirs
-                .iter()
-                .map(|d| super::normalize(&root.join(d))),
-        ),
-    );
+    let allowed = Confinement::new(std::iter::once(root).chain(data_dirs));
     for (name, bot) in &project.content.bots {
         let pointer = format!("/bots/{}", pointer_segment(name));
         token_source(bot, project, &pointer, &allowed, &mut out);

@@ -58,24 +58,6 @@ pub enum Refusal {
     },
 }
 
-impl Refusal {
-    /// True when the refusal is about trust, not a plain mistake such as a
-    /// typo in a file name.
-    pub fn is_confinement(&self) -> bool {
-        matches!(
-            self,
-            Refusal::Outside
-                | Refusal::LinksOutside { .. }
-                | Refusal::SystemFile { .. }
-                | Refusal::GitMetadata
-        )
-    }
-}
-
-fn under(path: &Path, root: &Path) -> bool {
-    path.starts_with(root)
-}
-
 fn in_git_folder(path: &Path) -> bool {
     path.components().any(|c| c.as_os_str() == ".git")
 }
@@ -125,7 +107,7 @@ impl Confinement {
     /// without opening it.
     pub fn check_file(&self, path: &Path) -> Result<(), Refusal> {
         let lexical = lexical_absolute(path);
-        if !self.roots.iter().any(|r| under(&lexical, &r.lexical)) {
+        if !self.roots.iter().any(|r| lexical.starts_with(&r.lexical)) {
             return Err(Refusal::Outside);
         }
         if in_git_folder(&lexical) {
@@ -140,7 +122,7 @@ impl Confinement {
                 })
             }
         };
-        if SYSTEM_TREES.iter().any(|t| under(&target, Path::new(t))) {
+        if SYSTEM_TREES.iter().any(|t| target.starts_with(t)) {
             return Err(Refusal::SystemFile { target });
         }
         if in_git_folder(&target) {
@@ -150,7 +132,7 @@ impl Confinement {
             .roots
             .iter()
             .filter_map(|r| r.canonical.as_deref())
-            .any(|root| under(&target, root));
+            .any(|root| target.starts_with(root));
         if !inside {
             return Err(Refusal::LinksOutside { target });
         }

@@ -189,12 +189,7 @@ impl Project {
     pub fn confinement(&self, campaign_dir: &Path) -> Confinement {
         match &self.file {
             Some(file) => Confinement::new(
-                std::iter::once(self.root.clone()).chain(
-                    file.content
-                        .data_dirs
-                        .iter()
-                        .map(|d| normalize(&self.root.join(d))),
-                ),
+                std::iter::once(self.root.clone()).chain(data_dirs(&self.root, &file.content)),
             ),
             None => Confinement::new([campaign_dir.to_path_buf()]),
         }
@@ -262,6 +257,15 @@ fn relative_to_cwd(path: &Path) -> PathBuf {
         .ok()
         .and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf))
         .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// The project's `data_dirs`, resolved against its folder `root`.
+fn data_dirs(root: &Path, project: &ProjectFile) -> Vec<PathBuf> {
+    project
+        .data_dirs
+        .iter()
+        .map(|d| normalize(&root.join(d)))
+        .collect()
 }
 
 /// The folder of `path` ("." for a bare file name).

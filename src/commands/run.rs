@@ -137,7 +137,7 @@ fn read_token(source: &TokenSource, bot_label: &str) -> Result<Secret, Diagnosti
                 "export {var}=… (in CI: a repository secret mapped to {var})"
             ))
         })?,
-        TokenSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+        TokenSource::File(path) => crate::redact::read_secret_file(path).map_err(|e| {
             Diagnostic::error(
                 "missing-token",
                 format!(

@@ -99,6 +99,26 @@ impl CuttableIo {
         self.last_activity = Instant::now();
     }
 
+    /// Counts bytes written as activity; a write that cannot proceed is
+    /// watched for idleness, since a client that stops reading its answers is
+    /// as idle as one that stops writing.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.touch();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
+
     /// Called when the socket has nothing to give or take: an error once no byte
     /// moved for `idle_limit` and no request is in the server's hands; else
     /// `Pending`, with the timer registered to wake the task.
@@ -159,17 +179,8 @@ impl AsyncWrite for CuttableIo {
         if self.handle.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.touch();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            // A client that stops reading its answers is as idle as one that stops writing.
-            Poll::Pending => self.poll_idle(cx).map(Err),
-        }
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.after_write(cx, written)
     }
 
     fn poll_write_vectored(
@@ -180,16 +191,8 @@ impl AsyncWrite for CuttableIo {
         if self.handle.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.touch();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.poll_idle(cx).map(Err),
-        }
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.after_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
