@@ -2792,6 +2792,67 @@ fn header_csv() -> impl Strategy<Value = CsvCase> {
         })
 }
 
+/// An audience's parts as the generators draw them: sources, `where`,
+/// `exclude`, `key`.
+type AudienceParts = (Vec<Json>, Option<String>, Option<Json>, Option<String>);
+
+/// A JSON object of the pairs that are present.
+fn object_of<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<Json>)>) -> Json {
+    Json::Object(
+        pairs
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+            .collect(),
+    )
+}
+
+/// A JSON object of string values.
+fn string_map(pairs: Vec<(&str, String)>) -> Json {
+    object_of(pairs.into_iter().map(|(k, v)| (k, Some(Json::from(v)))))
+}
+
+/// The start every generated campaign shares: version, name, bot, vars and
+/// the audience.
+fn campaign_head(name: &str, v1: bool, audience: AudienceParts) -> serde_json::Map<String, Json> {
+    let (from, where_, exclude, key) = audience;
+    let mut c = serde_json::Map::new();
+    c.insert("version".into(), 1.into());
+    c.insert("name".into(), name.into());
+    c.insert(
+        "bot".into(),
+        if v1 {
+            serde_json::json!({ "id": "b1", "token_env": "T", "api": "v1" })
+        } else {
+            Json::from("shop")
+        },
+    );
+    c.insert(
+        "vars".into(),
+        serde_json::json!({ "sale_end": "30/11", "n": 3 }),
+    );
+    c.insert(
+        "audience".into(),
+        object_of([
+            ("from", Some(Json::Array(from))),
+            ("where", where_.map(Json::from)),
+            ("exclude", exclude),
+            ("key", key.map(Json::from)),
+        ]),
+    );
+    c
+}
+
+/// The campaign as YAML, with its audience files.
+fn finish_case(
+    c: serde_json::Map<String, Json>,
+    csv: CsvCase,
+    jsonl: Vec<JsonlLine>,
+) -> CampaignCase {
+    let mut yaml = String::new();
+    to_yaml(&Json::Object(c), 0, &mut yaml);
+    CampaignCase { yaml, csv, jsonl }
+}
+
 /// A campaign that passes validation, but for its data: templates that read
 /// only columns every source has, a `schedule` and `delivery` as people write
 /// them, everything in the shape the API version asks for.
@@ -2907,36 +2968,9 @@ fn valid_campaign_case() -> impl Strategy<Value = CampaignCase> {
     )
         .prop_map(
             |(audience, message, recipient, (schedule, delivery), csv, jsonl)| {
-                let (from, where_, exclude, key) = audience;
                 let (v1, tag, v2_content, v1_content, attributes, otn) = message;
                 let (first_id, more_ids) = recipient;
-                let mut c = serde_json::Map::new();
-                c.insert("version".into(), 1.into());
-                c.insert("name".into(), "fuzz-valid".into());
-                c.insert(
-                    "bot".into(),
-                    if v1 {
-                        serde_json::json!({ "id": "b1", "token_env": "T", "api": "v1" })
-                    } else {
-                        Json::from("shop")
-                    },
-                );
-                c.insert(
-                    "vars".into(),
-                    serde_json::json!({ "sale_end": "30/11", "n": 3 }),
-                );
-                let mut a = serde_json::Map::new();
-                a.insert("from".into(), Json::Array(from));
-                if let Some(w) = where_ {
-                    a.insert("where".into(), w.into());
-                }
-                if let Some(e) = exclude {
-                    a.insert("exclude".into(), e);
-                }
-                if let Some(k) = key {
-                    a.insert("key".into(), k.into());
-                }
-                c.insert("audience".into(), Json::Object(a));
+                let mut c = campaign_head("fuzz-valid", v1, audience);
                 let mut r = serde_json::Map::new();
                 let mut m = serde_json::Map::new();
                 if let Some(t) = tag {
@@ -2958,33 +2992,23 @@ fn valid_campaign_case() -> impl Strategy<Value = CampaignCase> {
                     }
                 }
                 if !attributes.is_empty() {
-                    m.insert(
-                        "attributes".into(),
-                        Json::Object(
-                            attributes
-                                .into_iter()
-                                .map(|(k, v)| (k.to_owned(), Json::from(v)))
-                                .collect(),
-                        ),
-                    );
+                    m.insert("attributes".into(), string_map(attributes));
                 }
                 c.insert("recipient".into(), Json::Object(r));
                 c.insert("message".into(), Json::Object(m));
                 if let Some(((kind, when), tz, starts, ends, catch_up, window)) = schedule {
-                    let mut map = serde_json::Map::new();
-                    map.insert(kind.into(), when.into());
-                    for (k, v) in [
-                        ("timezone", tz),
-                        ("starts", starts),
-                        ("ends", ends),
-                        ("catch_up", catch_up),
-                        ("window", window),
-                    ] {
-                        if let Some(v) = v {
-                            map.insert(k.into(), v.into());
-                        }
-                    }
-                    c.insert("schedule".into(), Json::Object(map));
+                    let text = |v: Option<&str>| v.map(Json::from);
+                    c.insert(
+                        "schedule".into(),
+                        object_of([
+                            (kind, Some(Json::from(when))),
+                            ("timezone", text(tz)),
+                            ("starts", text(starts)),
+                            ("ends", text(ends)),
+                            ("catch_up", text(catch_up)),
+                            ("window", text(window)),
+                        ]),
+                    );
                 }
                 if let Some((rate, timeout, max_failures, concurrency)) = delivery {
                     c.insert(
@@ -2997,9 +3021,7 @@ fn valid_campaign_case() -> impl Strategy<Value = CampaignCase> {
                         }),
                     );
                 }
-                let mut yaml = String::new();
-                to_yaml(&Json::Object(c), 0, &mut yaml);
-                CampaignCase { yaml, csv, jsonl }
+                finish_case(c, csv, jsonl)
             },
         )
 }
@@ -3087,101 +3109,49 @@ fn any_campaign_case() -> impl Strategy<Value = CampaignCase> {
         prop::collection::vec(jsonl_line(), 0..6),
     )
         .prop_map(|(audience, message, recipient, extras, csv, jsonl)| {
-            let (from, where_, exclude, key) = audience;
             let (v1, tag, (content_key, content), attributes, otn) = message;
             let (schedule_case, delivery) = extras;
-            let mut c = serde_json::Map::new();
-            c.insert("version".into(), 1.into());
-            c.insert("name".into(), "fuzz".into());
-            c.insert(
-                "bot".into(),
-                if v1 {
-                    serde_json::json!({ "id": "b1", "token_env": "T", "api": "v1" })
-                } else {
-                    Json::from("shop")
-                },
-            );
-            c.insert(
-                "vars".into(),
-                serde_json::json!({ "sale_end": "30/11", "n": 3 }),
-            );
-            let mut a = serde_json::Map::new();
-            a.insert("from".into(), Json::Array(from));
-            if let Some(w) = where_ {
-                a.insert("where".into(), w.into());
-            }
-            if let Some(e) = exclude {
-                a.insert("exclude".into(), e);
-            }
-            if let Some(k) = key {
-                a.insert("key".into(), k.into());
-            }
-            c.insert("audience".into(), Json::Object(a));
-            c.insert(
-                "recipient".into(),
-                Json::Object(
-                    recipient
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), Json::from(v)))
-                        .collect(),
-                ),
-            );
+            let mut c = campaign_head("fuzz", v1, audience);
+            c.insert("recipient".into(), string_map(recipient));
             let mut m = serde_json::Map::new();
             if let Some(t) = tag {
                 m.insert("tag".into(), t.into());
             }
             m.insert(content_key.into(), content);
             if !attributes.is_empty() {
-                m.insert(
-                    "attributes".into(),
-                    Json::Object(
-                        attributes
-                            .into_iter()
-                            .map(|(k, v)| (k.to_owned(), Json::from(v)))
-                            .collect(),
-                    ),
-                );
+                m.insert("attributes".into(), string_map(attributes));
             }
             if let Some(o) = otn {
                 m.insert("one_time_notif_token".into(), o.into());
             }
             c.insert("message".into(), Json::Object(m));
             if let Some(s) = schedule_case {
-                let mut map = serde_json::Map::new();
-                for (k, v) in [
-                    ("at", s.at),
-                    ("cron", s.cron),
-                    ("timezone", s.timezone.map(str::to_owned)),
-                    ("starts", s.starts),
-                    ("ends", s.ends),
-                    ("catch_up", s.catch_up),
-                    ("window", s.window),
-                ] {
-                    if let Some(v) = v {
-                        map.insert(k.into(), v.into());
-                    }
-                }
-                c.insert("schedule".into(), Json::Object(map));
+                let text = |v: Option<String>| v.map(Json::from);
+                c.insert(
+                    "schedule".into(),
+                    object_of([
+                        ("at", text(s.at)),
+                        ("cron", text(s.cron)),
+                        ("timezone", s.timezone.map(Json::from)),
+                        ("starts", text(s.starts)),
+                        ("ends", text(s.ends)),
+                        ("catch_up", text(s.catch_up)),
+                        ("window", text(s.window)),
+                    ]),
+                );
             }
             if let Some((rate, timeout, max_failures, concurrency)) = delivery {
-                let mut d = serde_json::Map::new();
-                if let Some(r) = rate {
-                    d.insert("rate".into(), r);
-                }
-                if let Some(t) = timeout {
-                    d.insert("timeout".into(), t.into());
-                }
-                if let Some(f) = max_failures {
-                    d.insert("max_failures".into(), f.into());
-                }
-                if let Some(n) = concurrency {
-                    d.insert("concurrency".into(), n.into());
-                }
-                c.insert("delivery".into(), Json::Object(d));
+                c.insert(
+                    "delivery".into(),
+                    object_of([
+                        ("rate", rate),
+                        ("timeout", timeout.map(Json::from)),
+                        ("max_failures", max_failures.map(Json::from)),
+                        ("concurrency", concurrency.map(Json::from)),
+                    ]),
+                );
             }
-            let mut yaml = String::new();
-            to_yaml(&Json::Object(c), 0, &mut yaml);
-            CampaignCase { yaml, csv, jsonl }
+            finish_case(c, csv, jsonl)
         })
 }
 

@@ -25,6 +25,14 @@ fn campaign(audience: &str, message_text: &str) -> String {
     )
 }
 
+/// A campaign with one inline recipient: for tests about everything but the audience.
+fn one_user_campaign() -> String {
+    campaign(
+        "  from:\n    - users:\n        - { customer_id: \"1\" }",
+        "hi",
+    )
+}
+
 /// Runs the binary under a 2 GiB address-space limit and a 120 s time limit,
 /// so an unbounded expansion or a hang ends in a failure instead of passing.
 fn run_bounded(project: &TempProject, args: &[&str]) -> Output {
@@ -66,13 +74,7 @@ fn an_alias_bomb_campaign_is_refused_at_its_first_offending_alias() {
 #[test]
 fn an_alias_bomb_project_file_is_refused_too() {
     let project = TempProject::new(&billion_laughs(""));
-    project.write(
-        "campaigns/c.yaml",
-        &campaign(
-            "  from:\n    - users:\n        - { customer_id: \"1\" }",
-            "hi",
-        ),
-    );
+    project.write("campaigns/c.yaml", &one_user_campaign());
     let out = run_bounded(&project, &["validate", "campaigns/c.yaml"]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
@@ -103,13 +105,7 @@ fn tests_cannot_reach_the_real_api_even_when_a_refusal_regresses() {
     // between it and the network. The address is TEST-NET-1 (RFC 5737), so
     // even a regressed switch reaches nothing.
     let project = TempProject::new(PROJECT);
-    project.write(
-        "c.yaml",
-        &campaign(
-            "  from:\n    - users:\n        - { customer_id: \"1\" }",
-            "hi",
-        ),
-    );
+    project.write("c.yaml", &one_user_campaign());
     let out = project.run(
         &[
             "run",
@@ -262,13 +258,7 @@ fn a_token_file_outside_the_project_is_refused() {
     let project = TempProject::new(
         "bots:\n  shop:\n    id: \"b1\"\n    token_file: /etc/passwd\n    api: v2\n",
     );
-    project.write(
-        "c.yaml",
-        &campaign(
-            "  from:\n    - users:\n        - { customer_id: \"1\" }",
-            "hi",
-        ),
-    );
+    project.write("c.yaml", &one_user_campaign());
     let out = validate(&project, "c.yaml");
     assert_refused(&out, "smax.yaml:4:17");
 }
@@ -453,4 +443,27 @@ fn without_smax_yaml_a_campaign_in_the_current_folder_reads_its_own_files() {
     std::fs::write(dir.path().join("r.yaml"), body).expect("write");
     let out = common::run_in(dir.path(), &["validate", "r.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn a_data_dir_that_does_not_exist_is_an_error_at_its_place() {
+    let project = TempProject::new(&format!("data_dirs: [../nowhere]\n{PROJECT}"));
+    project.write("c.yaml", &one_user_campaign());
+    let out = validate(&project, "c.yaml");
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("error[missing-folder]"), "{all}");
+    assert!(all.contains("smax.yaml:1:13"), "{all}");
+}
+
+#[test]
+fn a_campaign_file_past_8_mib_is_refused_unread() {
+    let project = TempProject::new(PROJECT);
+    let mut body = one_user_campaign();
+    body.push_str(&format!("# {}\n", "x".repeat(9 << 20)));
+    project.write("c.yaml", &body);
+    let out = run_bounded(&project, &["validate", "c.yaml"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("error[file-too-large]"), "{all}");
 }
