@@ -249,7 +249,7 @@ fn apply_delivery<T>(
         delivery.retry_unknown = r;
     }
     if let Some(m) = &spec.max_failures {
-        match parse_max_failures(m) {
+        match parse_tolerance(m) {
             Some(v) => delivery.max_failures = v,
             None => out.push(
                 Diagnostic::error(
@@ -260,9 +260,21 @@ fn apply_delivery<T>(
             ),
         }
     }
+    if let Some(m) = &spec.max_invalid {
+        match parse_tolerance(m) {
+            Some(v) => delivery.max_invalid = v,
+            None => out.push(
+                Diagnostic::error(
+                    "invalid-max-invalid",
+                    "max_invalid is a share up to 100% (`2%`) or a count (`3`)",
+                )
+                .at(file.value_at(&format!("{pointer}/max_invalid"))),
+            ),
+        }
+    }
 }
 
-fn parse_max_failures(spec: &MaxFailuresSpec) -> Option<MaxFailures> {
+fn parse_tolerance(spec: &MaxFailuresSpec) -> Option<MaxFailures> {
     match spec {
         MaxFailuresSpec::Count(n) => Some(MaxFailures::Count(*n)),
         MaxFailuresSpec::Text(t) => match t.strip_suffix('%') {

@@ -505,7 +505,8 @@ pub struct Message {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MaxFailures {
-    /// A share of attempts, 0..=1, applied after 100 attempts.
+    /// A share, 0..=1: of attempts (applied after 100 of them) for
+    /// `max_failures`, of rendered recipients for `max_invalid`.
     Share(f64),
     Count(u64),
 }
@@ -517,7 +518,18 @@ pub struct Delivery {
     pub timeout: Duration,
     pub retries: u32,
     pub max_failures: MaxFailures,
+    pub max_invalid: MaxFailures,
     pub retry_unknown: bool,
+}
+
+impl MaxFailures {
+    /// Whether `count` out of `total` goes past this tolerance.
+    pub fn exceeded_by(self, count: u64, total: u64) -> bool {
+        match self {
+            MaxFailures::Count(n) => count > n,
+            MaxFailures::Share(share) => count as f64 > share * total as f64,
+        }
+    }
 }
 
 impl Default for Delivery {
@@ -528,6 +540,7 @@ impl Default for Delivery {
             timeout: Duration::from_secs(10),
             retries: 5,
             max_failures: MaxFailures::Share(0.05),
+            max_invalid: MaxFailures::Count(0),
             retry_unknown: false,
         }
     }

@@ -310,7 +310,8 @@ pub struct DeliverySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.01))]
     pub rate: Option<f64>,
-    /// Requests in flight at once. Default 8.
+    /// The most requests in flight at once. Below this cap the number adapts
+    /// to the observed round trip so the bot reaches its rate. Default 8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1024))]
     pub concurrency: Option<u32>,
@@ -325,6 +326,11 @@ pub struct DeliverySpec {
     /// attempts) or an absolute count (`50`). Default 5%.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_failures: Option<MaxFailuresSpec>,
+    /// Invalid recipients tolerated: a count (`3`) or a share of the recipients
+    /// that reach rendering (`2%`). With more, `run` sends nothing, lists them
+    /// and exits 1. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_invalid: Option<MaxFailuresSpec>,
     /// Retry requests whose outcome is unknown (timeouts after the request was
     /// written). Default false: messaging a customer twice is worse than once too few.
     #[serde(default, skip_serializing_if = "Option::is_none")]
