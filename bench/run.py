@@ -129,7 +129,7 @@ delivery:
 def run_send(campaign, url, state):
     env = dict(os.environ, BENCH_TOKEN=TOKEN, SMAX_API_URL=url)
     report = os.path.join(OUT, "report.json")
-    cmd = [BIN, "-q", "run", campaign, "--report", report, "--state", state]
+    cmd = [BIN, "-q", "run", campaign, "--report", report, "--state", state, "--new-state"]
     wall, rss, _ = measure(cmd, env=env)
     with open(report, encoding="utf-8") as f:
         r = json.load(f)["runs"][0]

@@ -311,7 +311,7 @@ fn a_corrupt_or_future_state_file_is_a_clear_error_and_left_alone() {
     // A file written by a newer version.
     std::fs::remove_file(p.path().join(".smax/state.db")).expect("rm");
     {
-        let _ = SqliteStore::open(&p.path().join(".smax/state.db")).expect("create");
+        let _ = SqliteStore::create(&p.path().join(".smax/state.db")).expect("create");
     }
     let conn = rusqlite::Connection::open(p.path().join(".smax/state.db")).expect("open");
     conn.pragma_update(None, "user_version", 99).expect("bump");

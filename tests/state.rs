@@ -32,7 +32,10 @@ impl Clock {
 
 fn open(path: &Path, clock: &Clock) -> SqliteStore {
     let c = clock.clone();
-    SqliteStore::open(path).unwrap().with_clock(move || c.now())
+    SqliteStore::create(path)
+        .unwrap()
+        .0
+        .with_clock(move || c.now())
 }
 
 fn fingerprint(message: &str) -> Fingerprint {
@@ -517,16 +520,62 @@ fn open_read_only_on_a_missing_file_creates_nothing() {
 }
 
 #[test]
-fn open_read_only_on_an_empty_file_reads_nothing() {
+fn a_zero_length_file_is_refused_and_left_untouched() {
+    // A truncated copy or a failed cache restore: the record of earlier sends is
+    // gone, which must never read as "a new, empty store".
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     std::fs::write(&path, b"").unwrap();
-    let ro = SqliteStore::open_read_only(&path).unwrap().unwrap();
-    assert!(ro.runs(None).unwrap().is_empty());
-    assert!(ro.run("bf").unwrap().is_none());
-    assert!(ro.prior("bf").unwrap().is_empty());
-    assert!(ro.deliveries("bf", &[], None).unwrap().is_empty());
+    let errors = [
+        SqliteStore::open(&path).map(|_| ()).unwrap_err(),
+        SqliteStore::open_read_only(&path).map(|_| ()).unwrap_err(),
+        SqliteStore::create(&path).map(|_| ()).unwrap_err(),
+    ];
+    for err in errors {
+        assert!(matches!(err, StateError::Empty { .. }), "{err}");
+        assert!(err.to_string().contains("zero bytes"), "{err}");
+    }
     assert_eq!(std::fs::read(&path).unwrap(), b"");
+    assert_eq!(files_in(dir.path()), ["state.db"]);
+}
+
+#[test]
+fn a_missing_store_is_never_created_by_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/state.db");
+    let err = SqliteStore::open(&path).map(|_| ()).unwrap_err();
+    assert!(matches!(err, StateError::Missing { .. }), "{err}");
+    assert!(err.to_string().contains("--new-state"), "{err}");
+    assert!(SqliteStore::open_read_only(&path).unwrap().is_none());
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "{:?}",
+        files_in(dir.path())
+    );
+
+    let (_, created) = SqliteStore::create(&path).unwrap();
+    assert!(created);
+    assert_eq!(files_in(&dir.path().join("sub")), ["state.db"]);
+    let (_, created) = SqliteStore::create(&path).unwrap();
+    assert!(!created, "an existing store is opened, not replaced");
+    SqliteStore::open(&path).unwrap();
+}
+
+#[test]
+fn an_empty_sqlite_database_of_another_origin_is_not_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        // Non-empty file, no schema objects, application_id 0.
+        conn.pragma_update(None, "page_size", 4096).unwrap();
+        conn.execute_batch("VACUUM").unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(!bytes.is_empty(), "VACUUM writes the header page");
+    let err = SqliteStore::open(&path).map(|_| ()).unwrap_err();
+    assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -615,7 +664,7 @@ fn another_programs_database_is_refused() {
 fn a_future_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
-    drop(SqliteStore::open(&path).unwrap());
+    drop(SqliteStore::create(&path).unwrap());
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
@@ -654,7 +703,7 @@ fn a_folder_is_not_a_state_file() {
 #[test]
 fn the_store_is_a_trait_object() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store: Box<dyn StateStore> = Box::new(SqliteStore::open(&db(&dir)).unwrap());
+    let mut store: Box<dyn StateStore> = Box::new(SqliteStore::create(&db(&dir)).unwrap().0);
     assert_eq!(store.begin_run(&start("bf", "hi")).unwrap(), Begin::New);
     store.record_attempts("bf", &[]).unwrap();
     store.record_outcomes("bf", &[]).unwrap();
@@ -793,7 +842,7 @@ fn throughput() {
     for durability in [Durability::Full, Durability::Normal] {
         for batch in [64_u64, 256] {
             let path = dir.path().join(format!("{durability:?}-{batch}.db"));
-            let mut store = SqliteStore::open(&path).unwrap();
+            let (mut store, _) = SqliteStore::create(&path).unwrap();
             store.set_durability(durability);
             store.begin_run(&start("bench", "hi")).unwrap();
             let t = Instant::now();

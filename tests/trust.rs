@@ -310,7 +310,7 @@ fn a_token_is_scrubbed_from_every_byte_the_tool_writes() {
              {LEAKY_TOKEN},Chi,1,x\n"
         ),
     );
-    let good = "version: 1\nname: leak\nbot: shop\naudience:\n  from:\n    - csv:\n        path: audience.csv\n        types: { orders: integer }\nrecipient:\n  customer_id: \"{{ customer_id }}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: \"Chào {{ first_name }}\"\n";
+    let good = "version: 1\nname: leak\nbot: shop\naudience:\n  from:\n    - csv:\n        path: audience.csv\n        types: { orders: integer }\nrecipient:\n  customer_id: \"{{ customer_id }}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: \"Chào {{ first_name }}\"\ndelivery:\n  max_invalid: 1\n";
     project.write("good.yaml", good);
     project.write("bad.yaml", &good.replace("first_name", "frist_name"));
 

@@ -77,6 +77,16 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Print a JSON Schema.
     Schema(SchemaArgs),
+    /// Manage the state store.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Create the state store (--state, SMAX_STATE, smax.yaml `state`, else
+    /// .smax/state.db); an existing store is left as it is.
+    Init,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,6 +169,14 @@ pub struct RunArgs {
     /// Wait up to DURATION for another process's lock instead of exiting 3.
     #[arg(long, value_name = "DURATION")]
     pub wait_lock: Option<String>,
+    /// Create the state store if it does not exist. Without it a missing store is an
+    /// error (exit 2): a lost cache or a mistyped path must not message everyone again.
+    #[arg(long)]
+    pub new_state: bool,
+    /// Stop taking recipients after DURATION (e.g. `5h30m`), finish the requests in
+    /// flight, record them and exit 0; the run is "interrupted" and the next `run` resumes.
+    #[arg(long, value_name = "DURATION")]
+    pub max_duration: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -86,6 +86,7 @@ pub(super) fn run(global: &GlobalArgs, args: &DueArgs) -> ExitStatus {
     let mut lines = Vec::new();
     let mut status = ExitStatus::Success;
     let mut at_shown = None;
+    let mut noted = std::collections::HashSet::new();
     for file in &files {
         let project = match campaign::project_for(file, global.config.as_deref()) {
             Ok(p) => p,
@@ -107,6 +108,9 @@ pub(super) fn run(global: &GlobalArgs, args: &DueArgs) -> ExitStatus {
         };
         at_shown.get_or_insert(at);
         let state = state_path(global, &project);
+        if noted.insert(state.clone()) {
+            super::runstate::note_missing_store(&state, global.quiet);
+        }
         let store = match SqliteStore::open_read_only(&state) {
             Ok(s) => s,
             Err(e) => return state_error(&state, &e),

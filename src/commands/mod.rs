@@ -6,6 +6,7 @@ mod run;
 mod runstate;
 mod sandbox;
 mod schema;
+mod state;
 mod status;
 mod validate;
 
@@ -80,6 +81,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Due(args) => due::run(&global, &args),
         Command::Sandbox(args) => sandbox::run(&args),
         Command::Schema(args) => schema::run(&args),
+        Command::State(command) => state::run(&global, &command),
     }
 }
 

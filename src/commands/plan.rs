@@ -288,6 +288,7 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
     };
     // What this run already handled, read without writing anything.
     let state_file = super::runstate::state_path(global, &prepared.project);
+    super::runstate::note_missing_store(&state_file, global.quiet);
     let prior = match super::runstate::read_only_prior(&state_file, &run_info.id) {
         Ok(p) => p,
         Err(e) => return super::runstate::state_error(&state_file, &e),

@@ -13,7 +13,7 @@ use super::runstate::{
 use super::{eprint_diagnostics, print_err, print_out, ExitStatus};
 use crate::api::wire::BotEndpoint;
 use crate::api::{BotAuth, HttpTransport, Secret};
-use crate::campaign::{TokenSource, DEFAULT_API_URL};
+use crate::campaign::{MaxFailures, TokenSource, DEFAULT_API_URL};
 use crate::cli::{GlobalArgs, ReportFormat, RunArgs};
 use crate::delivery::{
     self, Budgets, DeliveryResult, Journal, JournalHandle, NullJournal, Settings, Stats,
@@ -41,6 +41,10 @@ pub struct RunReport {
     pub plan: Counts,
     #[serde(flatten)]
     pub delivery: DeliveryResult,
+    /// Invalid recipients of the plan (not sent).
+    pub invalid: u64,
+    /// Recipients of this run not reached by this invocation; the next `run` takes them up.
+    pub pending: u64,
     pub achieved_rate: f64,
     pub exit_code: u8,
 }
@@ -76,10 +80,33 @@ async fn run_all(global: &GlobalArgs, args: &RunArgs, campaigns: &[PathBuf]) -> 
     let budgets = Budgets::default();
     let interrupt = Stopper::default();
     let signals = tokio::spawn(watch_signals(interrupt.clone()));
+    let max_duration = match args
+        .max_duration
+        .as_deref()
+        .map(crate::schedule::parse_duration)
+    {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return super::usage_error(&format!("--max-duration: {e}")),
+    };
+    // One deadline for the whole invocation: CI's job limit does not reset per campaign.
+    let deadline = max_duration.map(|d| {
+        let interrupt = interrupt.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            interrupt.stop(StopReason::TimeLimit);
+        })
+    });
     let mut status = ExitStatus::Success;
     let mut reports = Vec::new();
-    for path in campaigns {
-        if interrupt.is_stopped() {
+    for (i, path) in campaigns.iter().enumerate() {
+        if let Some(reason) = interrupt.reason() {
+            if !global.quiet {
+                print_err(&format!(
+                    "{} campaign(s) not started: {reason}\n",
+                    campaigns.len() - i
+                ));
+            }
             break;
         }
         let (s, report) = run_one(global, args, path, &budgets, &interrupt).await;
@@ -89,6 +116,9 @@ async fn run_all(global: &GlobalArgs, args: &RunArgs, campaigns: &[PathBuf]) -> 
         }
     }
     signals.abort();
+    if let Some(deadline) = deadline {
+        deadline.abort();
+    }
     if let Some(path) = &args.report {
         let doc = serde_json::json!({ "runs": reports, "exit_code": status.code() });
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
@@ -222,6 +252,19 @@ async fn run_one(
     let stateless = state_file.as_os_str() == "none";
     let mut store = if stateless {
         None
+    } else if args.new_state {
+        match SqliteStore::create(&state_file) {
+            Ok((s, created)) => {
+                if created && !global.quiet {
+                    print_err(&format!(
+                        "created a new state store at {} (--new-state)\n",
+                        state_file.display()
+                    ));
+                }
+                Some(s)
+            }
+            Err(e) => return (state_error(&state_file, &e), None),
+        }
     } else {
         match SqliteStore::open(&state_file) {
             Ok(s) => Some(s),
@@ -284,21 +327,41 @@ async fn run_one(
     if !global.quiet && text_output {
         print_out(&pass.report.text());
     }
-    if args.options.fail_on_invalid && pass.report.counts.invalid > 0 {
-        print_err("invalid recipients and --fail-on-invalid: nothing sent\n");
+    let counts = &pass.report.counts;
+    if let Some(store) = store.as_mut() {
+        let audience = counts.invalid + counts.to_send + counts.already_sent;
+        if let Err(e) = store.record_plan(&run_info.id, audience, counts.invalid) {
+            return (state_error(&state_file, &e), None);
+        }
+    }
+    let max_invalid = if args.options.fail_on_invalid {
+        MaxFailures::Count(0)
+    } else {
+        campaign.delivery.max_invalid
+    };
+    let rendered = counts.invalid + counts.to_send + counts.already_sent;
+    if max_invalid.exceeded_by(counts.invalid, rendered) {
+        print_err(&invalid_refusal(&pass.report, max_invalid));
+        // Not done: a scheduled occurrence stays due until its sending has finished.
         if let Some(store) = store.as_mut() {
-            let _ = store.finish_run(&run_info.id, RunStatus::Aborted);
+            report_close(
+                &state_file,
+                close_run(store, &run_info.id, RunStatus::Aborted),
+            );
         }
         return (ExitStatus::Failed, None);
     }
-    if pass.report.counts.to_send == 0 {
+    if counts.to_send == 0 {
         if let Some(store) = store.as_mut() {
-            let _ = store.finish_run(&run_info.id, RunStatus::Completed);
+            report_close(
+                &state_file,
+                close_run(store, &run_info.id, RunStatus::Completed),
+            );
         }
         print_out(&format!(
             "nothing to send: run {} has handled every recipient ({} already sent or settled in this run)\n",
             run_info.id,
-            thousands(pass.report.counts.already_sent)
+            thousands(counts.already_sent)
         ));
         return (ExitStatus::Success, None);
     }
@@ -369,14 +432,34 @@ async fn run_one(
         let campaign = campaign.clone();
         let renderer = pass.renderer.clone();
         let suppressed = pass.suppressed;
-        std::thread::spawn(move || {
-            for planned in Pipeline::new(&campaign, renderer, suppressed, filter) {
+        let planned_rows = pass.report.counts.read;
+        std::thread::spawn(move || -> Result<(), String> {
+            let mut pipeline = Pipeline::new(&campaign, renderer, suppressed, filter);
+            for planned in pipeline.by_ref() {
                 if let Planned::Send(request) = planned {
                     if tx.blocking_send(request).is_err() {
-                        break;
+                        // Delivery stopped taking recipients; the rest stays pending.
+                        return Ok(());
                     }
                 }
             }
+            // The first pass read the sources whole; a failure now, or a different
+            // number of rows (a file cut short or replaced mid-run), means part of the
+            // audience was never offered: that must not pass for a completed run.
+            if let Some(f) = pipeline.source_failures.first() {
+                return Err(match f.row {
+                    Some(row) => format!("{}:{row}: {}", f.file.display(), f.message),
+                    None => format!("{}: {}", f.file.display(), f.message),
+                });
+            }
+            if pipeline.counts.read != planned_rows {
+                return Err(format!(
+                    "the audience changed while it was being sent: the plan read {} rows, sending read {}",
+                    thousands(planned_rows),
+                    thousands(pipeline.counts.read)
+                ));
+            }
+            Ok(())
         })
     };
 
@@ -394,32 +477,65 @@ async fn run_one(
     progress.abort();
     let _ = progress.await;
     forward.abort();
-    let _ = producer.join();
-    let _ = journal_thread.join();
+    let audience_failure = match producer.join() {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some("the audience reader crashed".to_owned()),
+    };
+    let journal_lost = journal_thread.join().is_err();
 
     let failed = result.rejected + result.failed + result.unknown > 0;
     let aborted = result.stopped.as_ref().is_some_and(|r| !r.is_pause());
     let run_status = match &result.stopped {
+        _ if audience_failure.is_some() || journal_lost => RunStatus::Aborted,
         None => RunStatus::Completed,
-        Some(StopReason::Interrupted | StopReason::WindowClosed) => RunStatus::Interrupted,
+        Some(StopReason::Interrupted | StopReason::WindowClosed | StopReason::TimeLimit) => {
+            RunStatus::Interrupted
+        }
         Some(_) => RunStatus::Aborted,
     };
-    if !stateless {
-        let finished =
-            SqliteStore::open(&state_file).and_then(|mut s| s.finish_run(&run_info.id, run_status));
-        if let Err(e) = finished {
-            state_error(&state_file, &e);
-        }
+    if let Some(e) = &audience_failure {
+        eprint_diagnostics(&[Diagnostic::error(
+            "audience-failed",
+            format!("reading the audience failed during the run: {e}"),
+        )
+        .help("recipients not reached are still pending; fix the source and run again to resume")]);
     }
-    let status = if failed || aborted {
+    if journal_lost {
+        eprint_diagnostics(&[Diagnostic::error(
+            "state",
+            "the state writer crashed; outcomes of the last requests may be unrecorded and read as unknown",
+        )]);
+    }
+    let closed = if stateless {
+        Ok(())
+    } else {
+        SqliteStore::open(&state_file).and_then(|mut s| close_run(&mut s, &run_info.id, run_status))
+    };
+    let close_failed = closed.is_err();
+    report_close(&state_file, closed);
+    let status = if failed || aborted || audience_failure.is_some() || journal_lost || close_failed
+    {
         ExitStatus::Failed
     } else {
         ExitStatus::Success
     };
+    let pending = pass
+        .report
+        .counts
+        .to_send
+        .saturating_sub(result.sent + result.rejected + result.failed + result.unknown);
     if text_output {
-        print_out(&summary_text(&prepared, &result));
+        print_out(&summary_text(
+            &prepared,
+            &result,
+            pass.report.counts.invalid,
+            pending,
+        ));
     }
     let report = RunReport {
+        invalid: pass.report.counts.invalid,
+        pending,
         campaign: campaign.name.clone(),
         file: campaign.path.display().to_string(),
         run_id: run_info.id,
@@ -438,6 +554,53 @@ async fn run_one(
         ReportFormat::Text => {}
     }
     (status, Some(report))
+}
+
+/// Records how the run ended and checkpoints the WAL, so that the database file
+/// alone is complete (CI caches may carry only `state.db`).
+fn close_run(store: &mut SqliteStore, run_id: &str, status: RunStatus) -> Result<(), StateError> {
+    store.finish_run(run_id, status)?;
+    store.checkpoint()
+}
+
+fn report_close(state_file: &Path, closed: Result<(), StateError>) {
+    if let Err(e) = closed {
+        eprint_diagnostics(&[Diagnostic::error(
+            "state",
+            format!("could not record the end of the run: {e}"),
+        )
+        .help(format!(
+            "every delivery was recorded as it happened; the run's own status in {} may read as running or interrupted",
+            state_file.display()
+        ))]);
+    }
+}
+
+/// Shown when `max_invalid` is exceeded: nothing was sent, and why each row is invalid.
+fn invalid_refusal(report: &crate::report::PlanReport, allowed: MaxFailures) -> String {
+    use std::fmt::Write;
+    const LISTED: usize = 50;
+    let allowed = match allowed {
+        MaxFailures::Count(n) => format!("{n}"),
+        MaxFailures::Share(s) => format!("{}%", s * 100.0),
+    };
+    let mut out = format!(
+        "error[too-many-invalid]: {} recipient(s) are invalid, more than delivery.max_invalid ({allowed}) allows; nothing was sent\n",
+        thousands(report.counts.invalid)
+    );
+    for row in report.invalid_rows.iter().take(LISTED) {
+        let _ = writeln!(out, "  {}:{}: {}", row.file.display(), row.row, row.reason);
+    }
+    let listed = report.invalid_rows.len().min(LISTED) as u64;
+    if report.counts.invalid > listed {
+        let _ = writeln!(
+            out,
+            "  … and {} more (`plan --format json` lists them)",
+            thousands(report.counts.invalid - listed)
+        );
+    }
+    out.push_str("  = help: fix the rows or templates, or raise `delivery.max_invalid` (e.g. `3` or `2%`) to send to the valid ones\n");
+    out
 }
 
 async fn show_progress(stats: Arc<Stats>, total: u64, quiet: bool) {
@@ -500,7 +663,7 @@ async fn show_progress(stats: Arc<Stats>, total: u64, quiet: bool) {
     }
 }
 
-fn summary_text(prepared: &Prepared, r: &DeliveryResult) -> String {
+fn summary_text(prepared: &Prepared, r: &DeliveryResult, invalid: u64, pending: u64) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let name = &prepared.campaign.name;
@@ -519,7 +682,8 @@ fn summary_text(prepared: &Prepared, r: &DeliveryResult) -> String {
         ("rejected", r.rejected),
         ("failed", r.failed),
         ("unknown", r.unknown),
-        ("not sent", r.not_sent),
+        ("invalid", invalid),
+        ("pending", pending),
     ] {
         let _ = writeln!(out, "  {label:<10}{:>10}", thousands(n));
     }
@@ -556,7 +720,8 @@ fn markdown_summary(r: &RunReport) -> String {
         ("rejected", d.rejected),
         ("failed", d.failed),
         ("unknown", d.unknown),
-        ("not sent", d.not_sent),
+        ("invalid", r.invalid),
+        ("pending", r.pending),
     ] {
         let _ = writeln!(out, "| {label} | {} |", thousands(n));
     }

@@ -21,6 +21,34 @@ pub(crate) fn state_path(global: &GlobalArgs, project: &Project) -> PathBuf {
     global.state.clone().unwrap_or_else(|| project.state_path())
 }
 
+/// The state file of commands that name no campaign or one: --state, else the
+/// project's (found from the campaign file if one is named, else from the current folder).
+pub(crate) fn state_file_for(
+    global: &GlobalArgs,
+    campaign_file: Option<&Path>,
+) -> Result<PathBuf, ExitStatus> {
+    if let Some(p) = &global.state {
+        return Ok(p.clone());
+    }
+    let start = campaign_file
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    let project = match &global.config {
+        Some(p) => crate::campaign::load_project(p),
+        None => match crate::campaign::find_project_file(start) {
+            Some(p) => crate::campaign::load_project(&p),
+            None => Ok(Project::none(PathBuf::from("."))),
+        },
+    };
+    match project {
+        Ok(p) => Ok(p.state_path()),
+        Err(errors) => {
+            eprint_diagnostics(&errors);
+            Err(ExitStatus::Invalid)
+        }
+    }
+}
+
 /// Locks live beside the state file, so every process sharing a state file shares its locks.
 fn lock_dir(state: &Path) -> PathBuf {
     state
@@ -28,6 +56,27 @@ fn lock_dir(state: &Path) -> PathBuf {
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// For commands that only read state: a missing store reads as empty, and says so
+/// (on stderr, so that JSON and markdown output stay clean). Nothing is created.
+pub(crate) fn note_missing_store(path: &Path, quiet: bool) {
+    let missing = path.as_os_str() != "none"
+        && matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if missing && !quiet {
+        super::print_err(&format!(
+            "note: no state store at {}; read as empty, nothing was created (`run` needs --new-state or `state init` to create one)\n",
+            path.display()
+        ));
+    }
+}
+
+/// Who holds the run's lock (`None`: nobody; a `running` run then died).
+pub(crate) fn run_lock_holder(
+    state: &Path,
+    run_id: &str,
+) -> Result<Option<state::Holder>, LockError> {
+    state::held_by(&lock_dir(state), &format!("run-{run_id}"))
 }
 
 pub(crate) fn state_error(path: &Path, e: &StateError) -> ExitStatus {
@@ -157,11 +206,13 @@ pub(crate) struct StateJournal {
     pub run_id: String,
 }
 
-pub(crate) fn state_class(class: delivery::OutcomeClass) -> OutcomeClass {
-    match class {
+pub(crate) fn state_class(outcome: &delivery::Outcome) -> OutcomeClass {
+    match outcome.class {
         delivery::OutcomeClass::Sent => OutcomeClass::Sent,
         delivery::OutcomeClass::Rejected => OutcomeClass::Rejected,
         delivery::OutcomeClass::Unknown => OutcomeClass::Unknown,
+        // Never requested: still pending, taken up by the next run.
+        delivery::OutcomeClass::NotSent if outcome.attempts == 0 => OutcomeClass::Skipped,
         // Not delivered: the next run takes them up again.
         delivery::OutcomeClass::Failed | delivery::OutcomeClass::NotSent => OutcomeClass::Retryable,
     }
@@ -187,7 +238,7 @@ impl Journal for StateJournal {
             .iter()
             .map(|o| OutcomeRecord {
                 key: o.key.clone(),
-                class: state_class(o.outcome.class),
+                class: state_class(&o.outcome),
                 attempts: o.outcome.attempts,
                 status: o.outcome.status,
                 platform_text: o.outcome.text.clone(),

@@ -1,37 +1,16 @@
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::runstate::state_error;
 use super::{print_out, ExitStatus};
-use crate::campaign::{self, Project};
+use crate::campaign;
 use crate::cli::{GlobalArgs, RecipientFilter, ReportFormat, StatusArgs};
 use crate::report::{human_duration, thousands};
-use crate::state::{DeliveryRow, OutcomeClass, RunSummary, SqliteStore, StateStore};
+use std::collections::BTreeMap;
 
-/// The state file `status` reads: --state, else the project's (found from the
-/// campaign file if one is named, else from the current folder).
-fn state_file(global: &GlobalArgs, campaign_file: Option<&Path>) -> Result<PathBuf, ExitStatus> {
-    if let Some(p) = &global.state {
-        return Ok(p.clone());
-    }
-    let start = campaign_file
-        .and_then(Path::parent)
-        .unwrap_or(Path::new("."));
-    let project = match &global.config {
-        Some(p) => campaign::load_project(p),
-        None => match campaign::find_project_file(start) {
-            Some(p) => campaign::load_project(&p),
-            None => Ok(Project::none(PathBuf::from("."))),
-        },
-    };
-    match project {
-        Ok(p) => Ok(p.state_path()),
-        Err(errors) => {
-            super::eprint_diagnostics(&errors);
-            Err(ExitStatus::Invalid)
-        }
-    }
-}
+use serde::Serialize;
+
+use crate::state::{DeliveryRow, OutcomeClass, RunStatus, RunSummary, SqliteStore, StateStore};
 
 pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
     // A target naming a file is a campaign file: its runs are the campaign's.
@@ -40,7 +19,7 @@ pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
         .as_deref()
         .map(Path::new)
         .filter(|p| p.is_file());
-    let state = match state_file(global, file) {
+    let state = match super::runstate::state_file_for(global, file) {
         Ok(p) => p,
         Err(s) => return s,
     };
@@ -48,7 +27,7 @@ pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
         Ok(Some(s)) => s,
         Ok(None) => {
             print_out(&format!(
-                "no runs yet (no state file at {})\n",
+                "no runs yet: there is no state store at {} (read as empty; nothing was created)\n",
                 state.display()
             ));
             return ExitStatus::Success;
@@ -94,18 +73,32 @@ pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
             Err(e) => return state_error(&state, &e),
         };
         print_out(&match args.format {
-            ReportFormat::Json => json(&serde_json::json!({ "run": run, "recipients": rows })),
+            ReportFormat::Json => {
+                let rows: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|d| {
+                        let mut v = serde_json::to_value(d).unwrap_or_default();
+                        if let Some(map) = v.as_object_mut() {
+                            map.insert("class".into(), outcome_word(d.class).into());
+                        }
+                        v
+                    })
+                    .collect();
+                json(&serde_json::json!({ "run": run, "recipients": rows }))
+            }
             ReportFormat::Markdown => recipients_markdown(run, &rows),
             ReportFormat::Text => recipients_text(run, &rows),
         });
         return ExitStatus::Success;
     }
+    let views = views(&runs, &state);
     print_out(&match args.format {
         ReportFormat::Json => {
+            let runs: Vec<serde_json::Value> = views.iter().map(RunView::json).collect();
             json(&serde_json::json!({ "state": state.display().to_string(), "runs": runs }))
         }
-        ReportFormat::Markdown => runs_markdown(&runs),
-        ReportFormat::Text => runs_text(&runs, &state),
+        ReportFormat::Markdown => runs_markdown(&views),
+        ReportFormat::Text => runs_text(&views, &state),
     });
     ExitStatus::Success
 }
@@ -114,57 +107,178 @@ fn json(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
-fn duration(run: &RunSummary) -> String {
-    match run.finished {
-        Some(f) => human_duration((f - run.started).num_milliseconds().max(0) as f64 / 1000.0),
-        None => "running".into(),
+/// One run as `status` shows it, in the vocabulary every output shares: sent,
+/// rejected, failed (will be retried), unknown, invalid, pending; shares of the
+/// audience the run's latest plan counted.
+struct RunView<'a> {
+    run: &'a RunSummary,
+    /// The stored status, except that a `running` run whose lock nobody holds is
+    /// `interrupted`: its process died.
+    status: RunStatus,
+    outcomes: Outcomes,
+    /// Percentages of `audience` per outcome (absent when the audience is unknown).
+    percent: Option<BTreeMap<&'static str, f64>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Outcomes {
+    sent: u64,
+    rejected: u64,
+    failed: u64,
+    unknown: u64,
+    invalid: Option<u64>,
+    pending: Option<u64>,
+}
+
+impl Outcomes {
+    fn of(run: &RunSummary, status: RunStatus) -> Outcomes {
+        let c = &run.counts;
+        // In flight while the run runs; once it is not running, what was in flight
+        // may or may not have been delivered.
+        let unknown = if status == RunStatus::Running {
+            c.unknown
+        } else {
+            c.unknown + c.attempted
+        };
+        // `skipped`: taken up by a run that stopped before sending; still pending.
+        let recorded = c.sent + c.rejected + c.retryable + unknown;
+        let pending = run
+            .audience
+            .map(|a| a.saturating_sub(recorded + run.invalid.unwrap_or(0)));
+        // Without a plan on record, what is known to be pending is what was skipped.
+        let pending = pending.or((c.skipped > 0).then_some(c.skipped));
+        Outcomes {
+            sent: c.sent,
+            rejected: c.rejected,
+            failed: c.retryable,
+            unknown,
+            invalid: run.invalid,
+            pending,
+        }
+    }
+
+    fn cells(&self) -> [(&'static str, Option<u64>); 6] {
+        [
+            ("sent", Some(self.sent)),
+            ("rejected", Some(self.rejected)),
+            ("failed", Some(self.failed)),
+            ("unknown", Some(self.unknown)),
+            ("invalid", self.invalid),
+            ("pending", self.pending),
+        ]
     }
 }
 
-fn progress(run: &RunSummary) -> String {
-    let c = &run.counts;
-    let total = c.total();
-    if total == 0 {
-        return "-".into();
+impl RunView<'_> {
+    fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.run).unwrap_or_default();
+        if let Some(map) = v.as_object_mut() {
+            map.insert("status".into(), serde_json::json!(self.status));
+            map.insert("outcomes".into(), serde_json::json!(self.outcomes));
+            if let Some(p) = &self.percent {
+                map.insert("percent".into(), serde_json::json!(p));
+            }
+        }
+        v
     }
-    let settled = total - c.attempted - c.retryable;
-    format!("{:.0}%", settled as f64 * 100.0 / total as f64)
 }
 
-const COLUMNS: [&str; 10] = [
-    "run",
-    "status",
-    "started",
-    "duration",
-    "sent",
-    "rejected",
-    "failed",
-    "unknown",
-    "in flight",
-    "settled",
+/// A stored class in the words every output uses.
+fn outcome_word(class: OutcomeClass) -> &'static str {
+    match class {
+        OutcomeClass::Sent => "sent",
+        OutcomeClass::Rejected => "rejected",
+        OutcomeClass::Retryable => "failed",
+        OutcomeClass::Skipped => "pending",
+        OutcomeClass::Unknown => "unknown",
+        OutcomeClass::Attempted => "in flight",
+    }
+}
+
+fn views<'a>(runs: &'a [RunSummary], state: &Path) -> Vec<RunView<'a>> {
+    runs.iter()
+        .map(|run| {
+            let status = effective_status(run, state);
+            let outcomes = Outcomes::of(run, status);
+            let percent = run.audience.filter(|a| *a > 0).map(|audience| {
+                outcomes
+                    .cells()
+                    .into_iter()
+                    .filter_map(|(name, n)| {
+                        n.map(|n| (name, (n as f64 * 1000.0 / audience as f64).round() / 10.0))
+                    })
+                    .collect()
+            });
+            RunView {
+                run,
+                status,
+                outcomes,
+                percent,
+            }
+        })
+        .collect()
+}
+
+fn effective_status(run: &RunSummary, state: &Path) -> RunStatus {
+    if run.status != RunStatus::Running {
+        return run.status;
+    }
+    match super::runstate::run_lock_holder(state, &run.run_id) {
+        Ok(None) => RunStatus::Interrupted,
+        // Held, or cannot tell: say what the store says.
+        _ => RunStatus::Running,
+    }
+}
+
+fn duration(view: &RunView) -> String {
+    match (view.run.finished, view.status) {
+        (Some(f), _) => {
+            human_duration((f - view.run.started).num_milliseconds().max(0) as f64 / 1000.0)
+        }
+        (None, RunStatus::Running) => "running".into(),
+        (None, _) => "-".into(),
+    }
+}
+
+fn cell(n: Option<u64>, audience: Option<u64>) -> String {
+    match (n, audience) {
+        (None, _) => "-".into(),
+        (Some(n), Some(a)) if a > 0 => {
+            format!("{} ({:.0}%)", thousands(n), n as f64 * 100.0 / a as f64)
+        }
+        (Some(n), _) => thousands(n),
+    }
+}
+
+const COLUMNS: [&str; 11] = [
+    "run", "status", "started", "duration", "audience", "sent", "rejected", "failed", "unknown",
+    "invalid", "pending",
 ];
 
-fn row(run: &RunSummary) -> [String; 10] {
-    let c = &run.counts;
+fn row(view: &RunView) -> [String; 11] {
+    let run = view.run;
+    let audience = run.audience;
+    let o = view.outcomes.cells();
     [
         run.run_id.clone(),
-        run.status.to_string(),
+        view.status.to_string(),
         run.started.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-        duration(run),
-        thousands(c.sent),
-        thousands(c.rejected),
-        thousands(c.retryable),
-        thousands(c.unknown),
-        thousands(c.attempted),
-        progress(run),
+        duration(view),
+        audience.map(thousands).unwrap_or_else(|| "-".into()),
+        cell(o[0].1, audience),
+        cell(o[1].1, audience),
+        cell(o[2].1, audience),
+        cell(o[3].1, audience),
+        cell(o[4].1, audience),
+        cell(o[5].1, audience),
     ]
 }
 
-fn runs_text(runs: &[RunSummary], state: &Path) -> String {
-    if runs.is_empty() {
+fn runs_text(views: &[RunView], state: &Path) -> String {
+    if views.is_empty() {
         return format!("no runs in {}\n", state.display());
     }
-    let rows: Vec<[String; 10]> = runs.iter().map(row).collect();
+    let rows: Vec<[String; 11]> = views.iter().map(row).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|i| {
             rows.iter()
@@ -194,16 +308,17 @@ fn runs_text(runs: &[RunSummary], state: &Path) -> String {
     for r in &rows {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
+    out.push_str("failed: will be retried by the next run; unknown: may have been delivered, resent only with --resend-unknown\n");
     out
 }
 
-fn runs_markdown(runs: &[RunSummary]) -> String {
+fn runs_markdown(views: &[RunView]) -> String {
     let mut out = format!(
         "| {} |\n|{}\n",
         COLUMNS.join(" | "),
         "---|".repeat(COLUMNS.len())
     );
-    for r in runs {
+    for r in views {
         let cells = row(r);
         let _ = writeln!(out, "| `{}` | {} |", cells[0], cells[1..].join(" | "));
     }
@@ -219,7 +334,7 @@ fn recipients_text(run: &RunSummary, rows: &[DeliveryRow]) -> String {
             d.key,
             d.source,
             d.row,
-            d.class,
+            outcome_word(d.class),
             d.attempts,
             d.status.map(|s| format!("  HTTP {s}")).unwrap_or_default(),
             d.platform_text
@@ -240,7 +355,7 @@ fn recipients_markdown(run: &RunSummary, rows: &[DeliveryRow]) -> String {
             d.key,
             d.source,
             d.row,
-            d.class,
+            outcome_word(d.class),
             d.attempts,
             d.platform_text.as_deref().unwrap_or("").replace('|', "\\|")
         );

@@ -83,17 +83,30 @@ pub struct Outcome {
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum StopReason {
     Interrupted,
-    Fatal { status: u16, text: String },
-    Breaker { failure: String, count: u64 },
-    MaxFailures { failures: u64, attempts: u64 },
-    Journal { error: String },
+    Fatal {
+        status: u16,
+        text: String,
+    },
+    Breaker {
+        failure: String,
+        count: u64,
+    },
+    MaxFailures {
+        failures: u64,
+        attempts: u64,
+    },
+    Journal {
+        error: String,
+    },
     WindowClosed,
+    /// `--max-duration` elapsed: a planned handover to the next invocation.
+    TimeLimit,
 }
 
 impl StopReason {
     /// A stop after which the run is still healthy (resumes later without failure).
     pub fn is_pause(&self) -> bool {
-        matches!(self, StopReason::WindowClosed)
+        matches!(self, StopReason::WindowClosed | StopReason::TimeLimit)
     }
 }
 
@@ -106,6 +119,7 @@ impl std::fmt::Display for StopReason {
             StopReason::MaxFailures { failures, attempts } => write!(f, "{failures} of {attempts} deliveries failed, more than max_failures allows; the rest stays pending"),
             StopReason::Journal { error } => write!(f, "the state store failed ({error}); stopped because delivery could no longer be recorded"),
             StopReason::WindowClosed => write!(f, "the send window closed; the next run inside the window resumes"),
+            StopReason::TimeLimit => write!(f, "--max-duration reached; the requests in flight were finished and recorded, and the next `run` resumes"),
         }
     }
 }
@@ -219,6 +233,8 @@ pub struct DeliveryResult {
     pub rejected: u64,
     pub failed: u64,
     pub unknown: u64,
+    /// Taken but not sent; reports call these (with the rest not reached) `pending`.
+    #[serde(skip)]
     pub not_sent: u64,
     pub requests: u64,
     pub rate_limited: u64,

@@ -17,6 +17,28 @@ pub enum StateError {
         supported: u32,
     },
 
+    /// There is no store at the location. Never created on the way: see `--new-state`.
+    #[error(
+        "there is no state store at {path}. If state was expected there (a CI cache, a path, \
+         SMAX_STATE), sending now would message everyone again: restore it, or fix --state. \
+         To start a new store on purpose, pass --new-state or run `smax-campaign state init`"
+    )]
+    Missing {
+        /// The location looked at.
+        path: PathBuf,
+    },
+
+    /// The file exists but has no bytes: a truncated copy or a failed restore.
+    #[error(
+        "{path} is empty (zero bytes): the record of earlier sends is not in it, so nothing \
+         can tell who was already messaged. It was left untouched. Restore the real state \
+         file, or delete this one and pass --new-state if starting over is intended"
+    )]
+    Empty {
+        /// The state file.
+        path: PathBuf,
+    },
+
     /// The file is not a SQLite database, is damaged, or belongs to another program.
     #[error(
         "{path} is not a usable smax-campaign state file: {detail}. It was left untouched. \

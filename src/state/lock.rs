@@ -21,6 +21,9 @@ use fs4::fs_std::FileExt;
 
 /// How long `acquire` sleeps between tries while waiting.
 const POLL: Duration = Duration::from_millis(50);
+/// How long `acquire` keeps trying even without `wait`: [`held_by`] takes a lock
+/// for an instant to look, and a run starting in that instant must not fail.
+const GRACE: Duration = Duration::from_millis(200);
 /// Longest file-name stem kept from a lock name before a hash replaces the rest.
 const MAX_STEM: usize = 100;
 
@@ -162,7 +165,7 @@ pub fn acquire(
         .truncate(false)
         .open(&path)
         .map_err(io)?;
-    let deadline = wait.map(|d| Instant::now() + d);
+    let deadline = Instant::now() + wait.unwrap_or_default().max(GRACE);
     loop {
         if FileExt::try_lock_exclusive(&file).map_err(io)? {
             let me = Holder {
@@ -178,11 +181,31 @@ pub fn acquire(
             return Ok(LockGuard { file, path });
         }
         let now = Instant::now();
-        match deadline {
-            Some(deadline) if now < deadline => std::thread::sleep(POLL.min(deadline - now)),
-            _ => return Err(LockError::Held(read_holder(&path))),
+        if now >= deadline {
+            return Err(LockError::Held(read_holder(&path)));
         }
+        std::thread::sleep(POLL.min(deadline - now));
     }
+}
+
+/// Who holds the lock `name` in `dir/locks/`, or `None` when nobody does (a process
+/// that died released it). Creates nothing; takes the lock shared for an instant.
+pub fn held_by(dir: &Path, name: &str) -> Result<Option<Holder>, LockError> {
+    let path = dir.join("locks").join(format!("{}.lock", file_stem(name)));
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(LockError::Io { path, source }),
+    };
+    let free = FileExt::try_lock_shared(&file).map_err(|source| LockError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    if free {
+        let _ = FileExt::unlock(&file);
+        return Ok(None);
+    }
+    Ok(Some(read_holder(&path)))
 }
 
 /// The lock file's name for a lock name: safe on every file system, and distinct for

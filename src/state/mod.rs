@@ -24,7 +24,7 @@ mod model;
 mod sqlite;
 
 pub use error::StateError;
-pub use lock::{acquire, Holder, LockError, LockGuard};
+pub use lock::{acquire, held_by, Holder, LockError, LockGuard};
 pub use model::{
     key_hash, Attempt, Begin, Counts, DeliveryRow, Fingerprint, FingerprintChange, KeyHashHasher,
     OutcomeClass, OutcomeRecord, ParseNameError, PriorDeliveries, RunStart, RunStatus, RunSummary,
@@ -72,6 +72,10 @@ pub trait StateStore: Send {
 
     /// Sets the run's status (and its finish time, unless `status` is `Running`).
     fn finish_run(&mut self, run_id: &str, status: RunStatus) -> Result<(), StateError>;
+
+    /// What the run's latest plan counted: recipients that reached rendering
+    /// (`audience`: to send, already sent and invalid) and the invalid among them.
+    fn record_plan(&mut self, run_id: &str, audience: u64, invalid: u64) -> Result<(), StateError>;
 
     /// Records a scheduled occurrence that was missed, so that `due` reports it and it is
     /// never sent late. A run that already exists is left as it is.

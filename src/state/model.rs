@@ -34,7 +34,8 @@ pub enum OutcomeClass {
     /// The request may have been delivered (timeout or broken connection after it was
     /// written). Resent only with `--resend-unknown`.
     Unknown,
-    /// Invalid at render time; never sent.
+    /// Taken up by a run that stopped before its request left: never sent, still
+    /// pending, taken up again by the next run.
     Skipped,
 }
 
@@ -240,7 +241,7 @@ pub enum Begin {
     /// ([`crate::state::StateStore::accept_fingerprint`]) or refuses to go on.
     Resumed {
         /// The run as it was found (status, counts) before this call.
-        previous: RunSummary,
+        previous: Box<RunSummary>,
         /// Parts of the fingerprint that differ from the stored one.
         changed: Vec<FingerprintChange>,
     },
@@ -286,7 +287,7 @@ pub struct Counts {
     pub retryable: u64,
     /// May or may not have been delivered.
     pub unknown: u64,
-    /// Invalid at render time.
+    /// Taken up by a run that stopped before sending it: still pending.
     pub skipped: u64,
 }
 
@@ -346,6 +347,11 @@ pub struct RunSummary {
     pub counts: Counts,
     /// The stored fingerprint's digest.
     pub fingerprint_digest: String,
+    /// Recipients the latest plan of this run counted (to send, already sent and
+    /// invalid); `None` for runs recorded before this was kept, or never planned.
+    pub audience: Option<u64>,
+    /// Invalid recipients in the latest plan.
+    pub invalid: Option<u64>,
 }
 
 /// One recipient's record.

@@ -63,6 +63,10 @@ const MIGRATIONS: &[&str] = &[
         last_ms        INTEGER NOT NULL,
         PRIMARY KEY (run, recipient)
     ) STRICT, WITHOUT ROWID;",
+    // 2: what the latest plan of a run counted, so that `status` can say what is
+    // still pending and show shares of the audience. NULL for runs planned before.
+    "ALTER TABLE runs ADD COLUMN audience INTEGER;
+    ALTER TABLE runs ADD COLUMN invalid INTEGER;",
 ];
 
 /// The schema version this build writes.
@@ -99,7 +103,7 @@ const SQL_INSERT_OUTCOME: &str = "INSERT INTO deliveries
     VALUES (?1, ?2, '', 0, ?3, ?4, ?5, ?6, ?7, ?7)";
 
 const SQL_RUN_COLUMNS: &str =
-    "id, run_id, campaign, occurrence, status, started_ms, finished_ms, fp_digest";
+    "id, run_id, campaign, occurrence, status, started_ms, finished_ms, fp_digest, audience, invalid";
 
 const SETTLED_TEXT: &str =
     "no outcome recorded: the process stopped while the request was in flight";
@@ -151,27 +155,101 @@ struct Header {
 }
 
 impl SqliteStore {
-    /// Opens (creating it and its folders if needed) the state file at `path`, and
-    /// upgrades its schema. A file that is not a smax-campaign state file, is damaged,
-    /// or comes from a newer version is an error and is left untouched.
+    /// Opens the existing state file at `path` and upgrades its schema. A missing file
+    /// is [`StateError::Missing`]: a store is never created on the way (a mistyped path
+    /// or a lost CI cache would otherwise start over and message everyone again). A
+    /// zero-length file, a file that is not a smax-campaign state file, a damaged one or
+    /// one from a newer version is an error too, and is left untouched.
     pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StateError::Io {
-                path: parent.to_owned(),
-                source,
-            })?;
-        }
         reject_folder(path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        require_content(path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(sql_err(path))?;
         let mut store = SqliteStore::wrap(conn, path, false);
         let header = store.header()?;
         store.check_header(&header)?;
+        store.require_ours(&header)?;
         store.configure_writer()?;
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Creates the state file (and its folders) when it does not exist, then opens it.
+    /// Returns whether it was created. The file appears complete or not at all: it is
+    /// built under a temporary name and linked into place, never over an existing file.
+    pub fn create(path: &Path) -> Result<(SqliteStore, bool), StateError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io { path, source }
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => return Ok((SqliteStore::open(path)?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "state.db".into());
+        let temp = parent.join(format!(".{name}.new-{}", std::process::id()));
+        let _ = std::fs::remove_file(&temp);
+        let built = (|| {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(&temp, flags).map_err(sql_err(&temp))?;
+            let mut store = SqliteStore::wrap(conn, &temp, false);
+            store.set_sync(Sync::Full)?;
+            store.migrate()
+        })();
+        if let Err(e) = built {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+        // A hard link fails when the name exists, so a store another process created
+        // meanwhile is never replaced; then that one is opened instead.
+        let linked = std::fs::hard_link(&temp, path);
+        let _ = std::fs::remove_file(&temp);
+        match linked {
+            Ok(()) => Ok((SqliteStore::open(path)?, true)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok((SqliteStore::open(path)?, false))
+            }
+            Err(source) => Err(StateError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Copies the write-ahead log into the database file and empties it, so that the
+    /// file alone holds every record (a CI cache that saves only `state.db`, a copy).
+    pub fn checkpoint(&self) -> Result<(), StateError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let (busy, _, _): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(self.err())?;
+        if busy != 0 {
+            return Err(StateError::Busy {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Opens the state file for reading only; `Ok(None)` when it does not exist (and
@@ -188,11 +266,13 @@ impl SqliteStore {
             }
         }
         reject_folder(path)?;
+        require_content(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(sql_err(path))?;
         let mut store = SqliteStore::wrap(conn, path, true);
         let header = store.header()?;
         store.check_header(&header)?;
+        store.require_ours(&header)?;
         let found = u32::try_from(header.user_version).unwrap_or(0);
         if found == 0 {
             store.empty = true;
@@ -288,6 +368,18 @@ impl SqliteStore {
             });
         }
         Ok(())
+    }
+
+    /// An existing store carries this tool's application id (every store this tool ever
+    /// created does); an empty SQLite database of some other origin is not adopted.
+    fn require_ours(&self, h: &Header) -> Result<(), StateError> {
+        if h.application_id == APPLICATION_ID {
+            return Ok(());
+        }
+        Err(corrupt(
+            &self.path,
+            "it is an empty SQLite database that smax-campaign did not create".to_owned(),
+        ))
     }
 
     fn configure_writer(&mut self) -> Result<(), StateError> {
@@ -447,6 +539,8 @@ impl Reader<'_> {
                     r.get::<_, i64>(5)?,
                     r.get::<_, Option<i64>>(6)?,
                     r.get::<_, String>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                    r.get::<_, Option<i64>>(9)?,
                 ))
             })
             .map_err(&e)?
@@ -454,7 +548,18 @@ impl Reader<'_> {
             .map_err(&e)?;
         raw.into_iter()
             .map(
-                |(id, run_id, campaign, occurrence, status, started, finished, digest)| {
+                |(
+                    id,
+                    run_id,
+                    campaign,
+                    occurrence,
+                    status,
+                    started,
+                    finished,
+                    digest,
+                    audience,
+                    invalid,
+                )| {
                     Ok(RunSummary {
                         status: status
                             .parse()
@@ -466,6 +571,8 @@ impl Reader<'_> {
                         campaign,
                         occurrence,
                         fingerprint_digest: digest,
+                        audience: audience.map(i64::unsigned_abs),
+                        invalid: invalid.map(i64::unsigned_abs),
                     })
                 },
             )
@@ -501,6 +608,24 @@ fn clean(text: &str) -> std::borrow::Cow<'_, str> {
 fn parts_json(fp: &Fingerprint) -> String {
     // A map of strings always serializes.
     clean(&serde_json::to_string(&fp.parts).unwrap_or_default()).into_owned()
+}
+
+/// A store that does not exist, or exists with no bytes, records nothing: both mean
+/// the record of earlier sends is gone (a lost cache, a truncated copy), never "new".
+fn require_content(path: &Path) -> Result<(), StateError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == 0 => Err(StateError::Empty {
+            path: path.to_owned(),
+        }),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StateError::Missing {
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(StateError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 fn reject_folder(path: &Path) -> Result<(), StateError> {
@@ -606,7 +731,10 @@ impl StateStore for SqliteStore {
             .map_err(&e)?;
         }
         tx.commit().map_err(&e)?;
-        Ok(Begin::Resumed { previous, changed })
+        Ok(Begin::Resumed {
+            previous: Box::new(previous),
+            changed,
+        })
     }
 
     fn accept_fingerprint(
@@ -784,6 +912,24 @@ impl StateStore for SqliteStore {
             .execute(
                 "UPDATE runs SET status = ?2, finished_ms = ?3 WHERE run_id = ?1",
                 params![run_id, status.as_str(), finished],
+            )
+            .map_err(self.err())?;
+        if n == 0 {
+            return Err(StateError::UnknownRun {
+                run_id: run_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn record_plan(&mut self, run_id: &str, audience: u64, invalid: u64) -> Result<(), StateError> {
+        self.writable(Sync::Full)?;
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let n = self
+            .conn
+            .execute(
+                "UPDATE runs SET audience = ?2, invalid = ?3 WHERE run_id = ?1",
+                params![run_id, as_i64(audience), as_i64(invalid)],
             )
             .map_err(self.err())?;
         if n == 0 {

@@ -137,7 +137,19 @@ pub struct TempProject {
 }
 
 impl TempProject {
+    /// A project whose state store exists (as after `state init`), unless smax.yaml
+    /// names another state location.
     pub fn new(smax_yaml: &str) -> TempProject {
+        let p = TempProject::without_state(smax_yaml);
+        if !smax_yaml.contains("state:") {
+            smax_campaign::state::SqliteStore::create(&p.path().join(".smax/state.db"))
+                .expect("create the state store");
+        }
+        p
+    }
+
+    /// A project with no state store yet.
+    pub fn without_state(smax_yaml: &str) -> TempProject {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("smax.yaml"), smax_yaml).expect("write smax.yaml");
         TempProject { dir }
