@@ -443,3 +443,48 @@ fn the_scheduled_ci_recipes_keep_the_whole_state_folder_and_fail_on_a_lost_save(
     let script = doc["due"]["script"][0].as_str().unwrap_or_default();
     assert!(script.contains("--max-duration"), "{script}");
 }
+
+#[test]
+fn a_scheduled_run_handed_over_resumes_after_catch_up_has_passed() {
+    // A daily 09:00 occurrence with catch_up 2h, cut by --max-duration, is resumed
+    // by a tick at 14:00: it was first seen in time, so it is not "missed".
+    let sandbox = sandbox();
+    let p = project(true, 3, "");
+    std::fs::create_dir_all(p.path().join("campaigns")).expect("mkdir");
+    p.write(
+        "campaigns/c.yaml",
+        &campaign("  rate: 5\n").replace(
+            "delivery:",
+            "schedule:\n  cron: \"0 9 * * *\"\n  timezone: UTC\n  catch_up: 2h\ndelivery:",
+        ),
+    );
+    p.write("campaigns/customers.csv", &customers_csv(40));
+    let first = run(
+        &p,
+        &[
+            "run",
+            "--due",
+            "campaigns",
+            "--at",
+            "2026-11-28T09:05:00Z",
+            "--max-duration",
+            "1s",
+        ],
+        &sandbox.url,
+    );
+    assert_eq!(first.status.code(), Some(0), "{}", transcript(&first));
+    let sent_first = sandbox.accepted().len();
+    assert!(sent_first < 40, "cut short ({sent_first})");
+    let later = run(
+        &p,
+        &["run", "--due", "campaigns", "--at", "2026-11-28T14:00:00Z"],
+        &sandbox.url,
+    );
+    assert_eq!(later.status.code(), Some(0), "{}", transcript(&later));
+    assert!(
+        !String::from_utf8_lossy(&later.stdout).contains("missed"),
+        "{}",
+        transcript(&later)
+    );
+    assert_eq!(sandbox.accepted().len(), 40, "the rest was sent, once");
+}

@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 use smax_campaign::schedule::{
     estimate_span, parse_duration, parse_schedule, parse_when, Clock, Due, ManualClock, Occurrence,
-    Schedule, ScheduleError, ScheduleInput, Window,
+    Schedule, ScheduleError, ScheduleInput, Seen, Window,
 };
 use std::time::Duration;
 
@@ -603,6 +603,31 @@ fn only_the_latest_occurrence_is_considered() {
         id == "2026-11-27T09:00:00+07:00"
     });
     assert!(matches!(due, Due::Done { .. }), "{due:?}");
+}
+
+#[test]
+fn a_started_occurrence_resumes_past_catch_up_until_a_newer_one_comes() {
+    // catch_up is about when an occurrence is first seen: a run started in time and
+    // handed over (--max-duration, a crash) is resumed hours later.
+    let s = daily_nine(Some("2h"));
+    let id = "2026-11-27T09:00:00+07:00";
+    let started = |o: &str| if o == id { Seen::Started } else { Seen::No };
+    let late = utc("2026-11-27T20:00:00+07:00");
+    assert_eq!(s.due_given(late, started), Due::Due(occ(&s, id)));
+    assert!(matches!(
+        s.due_given(late, |_| Seen::No),
+        Due::Missed { .. }
+    ));
+    assert!(matches!(
+        s.due_given(late, |_| Seen::Done),
+        Due::Done { .. }
+    ));
+    // The next day's occurrence replaces it: only the latest is ever considered.
+    let next_day = utc("2026-11-28T09:30:00+07:00");
+    assert_eq!(
+        s.due_given(next_day, started),
+        Due::Due(occ(&s, "2026-11-28T09:00:00+07:00"))
+    );
 }
 
 #[test]

@@ -40,12 +40,9 @@ pub(crate) fn due_line(
     let Some(schedule) = &c.schedule else {
         return line;
     };
-    let is_done = |occurrence: &str| {
-        store
-            .and_then(|s| s.run(&run_id(c, Some(occurrence))).ok().flatten())
-            .is_some_and(|r| matches!(r.status, RunStatus::Completed | RunStatus::Missed))
-    };
-    let (status, occurrence, next) = match schedule.due(at, is_done) {
+    let seen =
+        |occurrence: &str| super::runstate::occurrence_seen(store, &run_id(c, Some(occurrence)));
+    let (status, occurrence, next) = match schedule.due_given(at, seen) {
         Due::Due(o) => ("due", Some(o), None),
         Due::Missed { occurrence, next } => ("missed", Some(occurrence), next),
         Due::Done { occurrence, next } => {

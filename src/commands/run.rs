@@ -841,10 +841,8 @@ fn current_run(
     let tz = schedule.timezone();
     let due = {
         let store = store.as_deref();
-        schedule.due(at, |occurrence: &str| {
-            store
-                .and_then(|s| s.run(&run_id(campaign, Some(occurrence))).ok().flatten())
-                .is_some_and(|r| matches!(r.status, RunStatus::Completed | RunStatus::Missed))
+        schedule.due_given(at, |occurrence: &str| {
+            super::runstate::occurrence_seen(store, &run_id(campaign, Some(occurrence)))
         })
     };
     let say = |s: String| {

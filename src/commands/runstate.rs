@@ -71,6 +71,21 @@ pub(crate) fn note_missing_store(path: &Path, quiet: bool) {
     }
 }
 
+/// What the store knows of a scheduled occurrence's run (the one rule `run` and
+/// `due` share).
+pub(crate) fn occurrence_seen(store: Option<&SqliteStore>, run_id: &str) -> crate::schedule::Seen {
+    use crate::schedule::Seen;
+    match store.and_then(|s| s.run(run_id).ok().flatten()) {
+        None => Seen::No,
+        Some(r) => match r.status {
+            state::RunStatus::Completed | state::RunStatus::Missed => Seen::Done,
+            state::RunStatus::Running
+            | state::RunStatus::Interrupted
+            | state::RunStatus::Aborted => Seen::Started,
+        },
+    }
+}
+
 /// Who holds the run's lock (`None`: nobody; a `running` run then died).
 pub(crate) fn run_lock_holder(
     state: &Path,

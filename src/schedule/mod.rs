@@ -118,6 +118,18 @@ impl fmt::Display for Occurrence {
     }
 }
 
+/// What the state store knows of an occurrence's run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// No run yet: `catch_up` decides whether it may still start.
+    No,
+    /// Started in time but not finished (interrupted, aborted, handed over with
+    /// `--max-duration`): it resumes whatever its age, since it was first seen in time.
+    Started,
+    /// Completed, or recorded as missed.
+    Done,
+}
+
 /// What a schedule asks for at a given moment (see [`Schedule::due`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Due {
@@ -356,6 +368,13 @@ impl Schedule {
     /// of older ones: if it is not done and at most `catch_up` old it is
     /// [`Due::Due`]; older, it is [`Due::Missed`] (never sent late).
     pub fn due(&self, now: DateTime<Utc>, is_done: impl Fn(&str) -> bool) -> Due {
+        self.due_given(now, |id| if is_done(id) { Seen::Done } else { Seen::No })
+    }
+
+    /// [`Schedule::due`], told also which occurrences were started: a started one is
+    /// due until it is done, however old (`catch_up` applies to when an occurrence is
+    /// first seen, and a run handed over to the next CI job was seen in time).
+    pub fn due_given(&self, now: DateTime<Utc>, seen: impl Fn(&str) -> Seen) -> Due {
         let next = self.next_after(now);
         let past_end = self.ends.as_ref().is_some_and(|e| now > e.instant);
         let Some(occurrence) = self.latest_at_or_before(now) else {
@@ -364,11 +383,15 @@ impl Schedule {
             }
             return Due::NotYet { next };
         };
-        if is_done(&occurrence.id()) {
-            if next.is_none() && past_end {
-                return Due::Ended;
+        match seen(&occurrence.id()) {
+            Seen::Done => {
+                if next.is_none() && past_end {
+                    return Due::Ended;
+                }
+                return Due::Done { occurrence, next };
             }
-            return Due::Done { occurrence, next };
+            Seen::Started => return Due::Due(occurrence),
+            Seen::No => {}
         }
         let age = now - occurrence.instant;
         let within = match TimeDelta::from_std(self.catch_up) {
