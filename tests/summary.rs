@@ -67,3 +67,43 @@ fn the_step_summary_of_a_run_with_rejections() {
         20
     );
 }
+
+/// The run summary and `status` speak one vocabulary, with shares of the audience.
+#[test]
+fn the_run_summary_and_status_share_one_vocabulary() {
+    let sandbox = SandboxProc::start(&[
+        "--bot",
+        "bot-1=summary-token",
+        "--fail",
+        "reject:0.3",
+        "--seed",
+        "4",
+    ]);
+    let p = TempProject::new("bots:\n  shop:\n    id: \"bot-1\"\n    token_env: SHOP_TOKEN\n");
+    // Row 3 has no customer id: invalid, tolerated by max_invalid.
+    p.write("customers.csv", &customers_csv(20).replace("C0002,", ","));
+    p.write(
+        "c.yaml",
+        "version: 1\nname: summary\nbot: shop\naudience:\n  from:\n    - csv: customers.csv\nrecipient:\n  customer_id: \"{{ customer_id }}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: \"Chào {{ first_name }}\"\ndelivery:\n  rate: 1000\n  concurrency: 1\n  max_failures: \"100\"\n  max_invalid: 1\n",
+    );
+    let env = [
+        ("SHOP_TOKEN", "summary-token"),
+        ("SMAX_API_URL", sandbox.url.as_str()),
+    ];
+    let out = p.run(&["-q", "run", "c.yaml"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", transcript(&out));
+    let status = p.run(&["status"], &env);
+    assert_eq!(status.status.code(), Some(0), "{}", transcript(&status));
+    insta::with_settings!({filters => vec![
+        (r"in [0-9.]+m?s\b", "in [DURATION]"),
+        (r"achieved [0-9.]+/s", "achieved [RATE]/s"),
+        (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", "[STARTED]"),
+        (r"  [0-9.]+m?s  ", "  [DURATION]  "),
+    ]}, {
+        insta::assert_snapshot!(format!(
+            "{}--- status\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&status.stdout)
+        ));
+    });
+}

@@ -529,7 +529,7 @@ async fn run_one(
         print_out(&summary_text(
             &prepared,
             &result,
-            pass.report.counts.invalid,
+            &pass.report.counts,
             pending,
         ));
     }
@@ -663,10 +663,19 @@ async fn show_progress(stats: Arc<Stats>, total: u64, quiet: bool) {
     }
 }
 
-fn summary_text(prepared: &Prepared, r: &DeliveryResult, invalid: u64, pending: u64) -> String {
+fn summary_text(prepared: &Prepared, r: &DeliveryResult, plan: &Counts, pending: u64) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let name = &prepared.campaign.name;
+    // The audience as the plan counted it: what reached rendering.
+    let audience = plan.invalid + plan.to_send + plan.already_sent;
+    let share = |n: u64, of: u64| {
+        if of == 0 {
+            String::new()
+        } else {
+            format!("  {:>5.1}%", n as f64 * 100.0 / of as f64)
+        }
+    };
     let _ = writeln!(
         out,
         "\nRun {name}: {} in {}",
@@ -682,10 +691,23 @@ fn summary_text(prepared: &Prepared, r: &DeliveryResult, invalid: u64, pending: 
         ("rejected", r.rejected),
         ("failed", r.failed),
         ("unknown", r.unknown),
-        ("invalid", invalid),
+        ("invalid", plan.invalid),
         ("pending", pending),
     ] {
-        let _ = writeln!(out, "  {label:<10}{:>10}", thousands(n));
+        let _ = writeln!(
+            out,
+            "  {label:<10}{:>10}{}",
+            thousands(n),
+            share(n, audience)
+        );
+    }
+    if plan.already_sent > 0 {
+        let _ = writeln!(
+            out,
+            "  ({} of the audience of {} were settled by earlier attempts of this run)",
+            thousands(plan.already_sent),
+            thousands(audience)
+        );
     }
     let _ = writeln!(
         out,
