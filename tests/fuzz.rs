@@ -3202,8 +3202,6 @@ fn row_with_null(id: usize, path: &str) -> Json {
 }
 
 #[test]
-#[ignore = "reported: a JSON null renders as `none` (SPEC section 2: a null is a missing value, \
-            and nothing ever renders as None)"]
 fn null_is_a_missing_value() {
     let (dir, project) = generated_campaign_folder();
     fuzz(

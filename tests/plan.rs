@@ -113,6 +113,24 @@ fn csv_edge_cases_survive_into_the_v1_query_encoded_exactly_once() {
         .ends_with("&note=%2520%20stays%20literal"));
 }
 
+/// A JSON plan's invalid rows, one `file:row reason` a line.
+fn invalid_rows(plan: &serde_json::Value) -> String {
+    plan["invalid_rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{} {}",
+                r["file"].as_str().unwrap_or(""),
+                r["row"],
+                r["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn broken_rows_are_reported_with_file_and_row_and_skipped() {
     let p = v1_project();
@@ -138,20 +156,7 @@ fn broken_rows_are_reported_with_file_and_row_and_skipped() {
     assert_eq!(v["invalid"], 5);
     assert_eq!(v["filtered"], 1);
     assert_eq!(v["to_send"], 4);
-    let rows: Vec<String> = v["invalid_rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            format!(
-                "{}:{} {}",
-                r["file"].as_str().unwrap_or(""),
-                r["row"],
-                r["reason"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
-    insta::assert_snapshot!(rows.join("\n"));
+    insta::assert_snapshot!(invalid_rows(&v));
 }
 
 #[test]
@@ -220,4 +225,38 @@ fn a_broken_suppression_list_refuses_the_plan() {
     assert_eq!(out.status.code(), Some(2));
     let text = transcript(&out);
     assert!(text.contains("optout.csv:3"), "{text}");
+}
+
+#[test]
+fn a_json_null_is_a_missing_value_never_the_text_none() {
+    let p = v1_project();
+    p.write(
+        "audiences/x.jsonl",
+        "{\"customer_id\":\"J1\",\"first_name\":\"Hà\",\"city\":null}\n{\"customer_id\":\"J2\",\"first_name\":null}\n{\"customer_id\":\"J3\"}\n",
+    );
+    p.write(
+        "c.yaml",
+        "version: 1\nname: nulls\nbot: shop\naudience:\n  from:\n    - jsonl: audiences/x.jsonl\nrecipient:\n  customer_id: \"{{ customer_id }}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: \"Chào {{ first_name }}{% if city is defined %} ở {{ city }}{% endif %}\"\n",
+    );
+    let out = p.run(
+        &[
+            "plan",
+            "c.yaml",
+            "--format",
+            "json",
+            "--sample",
+            "0",
+            "--requests",
+            "out.jsonl",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["to_send"], 1);
+    assert_eq!(v["invalid"], 2);
+    insta::assert_snapshot!(invalid_rows(&v));
+    let written = std::fs::read_to_string(p.path().join("out.jsonl")).expect("requests");
+    assert!(written.contains("Chào Hà"), "{written}");
+    assert!(!written.contains("None"), "{written}");
 }

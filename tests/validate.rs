@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{run, transcript};
+use common::{run, transcript, TempProject};
 
 #[test]
 fn every_invalid_fixture_is_reported_with_its_place() {
@@ -80,4 +80,65 @@ fn a_missing_path_is_an_error_not_a_panic() {
     let out = run(&["validate", "no/such/campaign.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("does not exist"));
+}
+
+fn shop_project() -> TempProject {
+    TempProject::new("bots:\n  shop:\n    id: \"b2\"\n    token_env: T\n    api: v2\n")
+}
+
+/// A v2 campaign over `from`, with `text` as its message.
+fn campaign(from: &str, text: &str) -> String {
+    format!(
+        "version: 1\nname: c\nbot: shop\naudience:\n  from:\n{from}recipient:\n  customer_id: \"{{{{ customer_id }}}}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: \"{text}\"\n"
+    )
+}
+
+/// `validate ARGS c.yaml` after writing `yaml` to c.yaml in `p`.
+fn validate_file(p: &TempProject, yaml: &str, args: &[&str]) -> std::process::Output {
+    p.write("c.yaml", yaml);
+    let mut all = vec!["validate"];
+    all.extend_from_slice(args);
+    all.push("c.yaml");
+    p.run(&all, &[])
+}
+
+#[test]
+fn template_names_are_checked_against_jsonl_keys() {
+    let p = shop_project();
+    // Keys differ per line: the check takes their union.
+    p.write(
+        "audiences/new.jsonl",
+        "{\"customer_id\":\"1\",\"first_name\":\"An\"}\n\n{\"customer_id\":\"2\",\"points\":3}\nnot json\n",
+    );
+    let from = "    - jsonl: audiences/new.jsonl\n";
+    let typo = campaign(from, "Chào {{ frist_name }}, {{ points }} điểm");
+    insta::assert_snapshot!(transcript(&validate_file(&p, &typo, &["-q"])));
+    let fixed = campaign(from, "Chào {{ first_name }}, {{ points }} điểm");
+    let out = validate_file(&p, &fixed, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+}
+
+#[test]
+fn template_names_are_checked_against_inline_users() {
+    let p = shop_project();
+    let yaml = campaign(
+        "    - users:\n        - { customer_id: \"1\", first_name: An }\n        - { customer_id: \"2\", first_name: Bình, city: Huế }\n",
+        "Chào {{ frist_name }} ở {{ city }}",
+    );
+    insta::assert_snapshot!(transcript(&validate_file(&p, &yaml, &["-q"])));
+}
+
+#[test]
+fn builtin_names_are_not_missing_columns() {
+    let p = shop_project();
+    p.write("a.csv", "customer_id,first_name\nC1,An\n");
+    p.write(
+        "c.yaml",
+        &campaign(
+            "    - csv: a.csv\n",
+            "{{ range(3)|length }} {% for i in range(2) %}{{ loop.index }}{% endfor %} {{ dict(a=1).a }} {{ campaign.name }} {{ now }} {{ first_name }}",
+        ),
+    );
+    let out = p.run(&["validate", "--deny-warnings", "c.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
 }

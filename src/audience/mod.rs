@@ -8,6 +8,7 @@
 //! [`RowEvent::Broken`]; it never stops the stream.
 
 mod csv_source;
+pub(crate) mod json_row;
 mod jsonl_source;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use minijinja::Value;
 use crate::campaign::{Source, SourceKind};
 
 pub use csv_source::read_csv_header;
+pub use jsonl_source::jsonl_keys;
 
 /// Where a row came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +83,7 @@ fn open(source: Source) -> Box<dyn Iterator<Item = RowEvent> + Send> {
                     file: file.clone(),
                     line: *line,
                 },
-                fields: Value::from_serialize(row),
+                fields: json_row::row_value(row),
             })
         })),
     }

@@ -15,7 +15,7 @@ use super::{
 };
 use super::{Confinement, Refusal};
 use crate::diagnostic::{suggest, Diagnostic, Location, Position, SourceText};
-use crate::render::templates::{TemplateSet, GLOBALS, KEY, WHERE};
+use crate::render::templates::{TemplateSet, KEY, WHERE};
 
 /// The longest `delivery.timeout`: a request that takes longer has failed,
 /// and the bound keeps the deadline arithmetic far from overflow.
@@ -739,16 +739,22 @@ pub fn check_campaign(
             exclude_sources.push((i, s));
         }
     }
-    let mut per_row_names: Vec<(String, String, &str)> = Vec::new(); // (variable, template pointer, source)
+    // (variable, template pointer, source), builtins (`range`, `loop`, …) left out.
+    let mut per_row_names: Vec<(String, String, &str)> = Vec::new();
     for f in &fields {
-        for v in set.undeclared(&f.pointer) {
+        let mut names: Vec<String> = set.undeclared(&f.pointer).into_iter().collect();
+        // In source order: the engine's set has none, and diagnostics must not move.
+        names.sort_by_key(|v| (find_word(&f.source, v).unwrap_or(usize::MAX), v.clone()));
+        for v in names.into_iter().filter(|v| !set.is_builtin(v)) {
             per_row_names.push((v, f.pointer.clone(), &f.source));
         }
     }
-    let key_names: Vec<String> = key_source
+    let mut key_names: Vec<String> = key_source
         .as_ref()
         .map(|_| set.undeclared(KEY).into_iter().collect())
         .unwrap_or_default();
+    key_names.retain(|v| !set.is_builtin(v));
+    key_names.sort();
     for (i, s) in &audience_sources {
         let pointer = format!("/audience/from/{i}");
         check_columns(
@@ -913,6 +919,81 @@ fn first_identifier_pointer(c: &CampaignFile, api: ApiVersion) -> String {
         .unwrap_or_else(|| "/recipient".into())
 }
 
+/// Lines of a JSONL source whose keys `validate` takes as its fields: enough
+/// to see every field a real file has, few enough to read in a moment.
+const SAMPLED_JSONL_LINES: usize = 1_000;
+/// Bytes of a JSONL source read for that sample at most, whatever its lines
+/// (a file of one endless line included).
+const SAMPLED_JSONL_BYTES: u64 = 16 << 20;
+/// Field names listed in a help text at most.
+const SHOWN_FIELDS: usize = 30;
+
+/// The names a source's rows have, as far as `validate` can know them
+/// without reading the whole audience.
+struct Fields {
+    names: Vec<String>,
+    /// "column" or "field".
+    noun: &'static str,
+    /// What holds them, for messages: "the audience file `a.csv`".
+    holder: String,
+}
+
+/// The fields of `source`: a CSV header, the keys of a JSONL file's first
+/// lines, the keys of inline rows. None when there is nothing to compare
+/// against (an empty JSONL file or `users: []`); Err when the file cannot be read.
+fn source_fields(source: &Source, is_audience: bool) -> Result<Option<Fields>, String> {
+    let what = if is_audience {
+        "audience file"
+    } else {
+        "suppression list"
+    };
+    let path = source.path.display();
+    match &source.kind {
+        SourceKind::Csv { delimiter, .. } => {
+            let names = crate::audience::read_csv_header(&source.path, *delimiter)
+                .map_err(|reason| format!("cannot read the header of `{path}`: {reason}"))?;
+            Ok(Some(Fields {
+                names,
+                noun: "column",
+                holder: format!("the {what} `{path}`"),
+            }))
+        }
+        SourceKind::Jsonl => {
+            let names =
+                crate::audience::jsonl_keys(&source.path, SAMPLED_JSONL_LINES, SAMPLED_JSONL_BYTES)
+                    .map_err(|reason| format!("cannot read `{path}`: {reason}"))?;
+            Ok((!names.is_empty()).then(|| Fields {
+                names,
+                noun: "field",
+                holder: format!(
+                    "the {what} `{path}` (in its first {} lines)",
+                    crate::report::thousands(SAMPLED_JSONL_LINES as u64)
+                ),
+            }))
+        }
+        SourceKind::Inline { rows } => {
+            let mut names: Vec<String> = Vec::new();
+            for (row, _) in rows.iter() {
+                for key in row.keys() {
+                    if !names.contains(key) {
+                        names.push(key.clone());
+                    }
+                }
+            }
+            let whose = if is_audience {
+                "audience"
+            } else {
+                "suppression list"
+            };
+            Ok((!rows.is_empty()).then(|| Fields {
+                names,
+                noun: "field",
+                holder: format!("any of the {whose}'s inline `users:` rows"),
+            }))
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check_columns(
     file: &Parsed<CampaignFile>,
@@ -926,31 +1007,25 @@ fn check_columns(
     is_audience: bool,
     out: &mut Vec<Diagnostic>,
 ) {
-    let SourceKind::Csv { types, delimiter } = &source.kind else {
-        return;
-    };
-    let header = match crate::audience::read_csv_header(&source.path, *delimiter) {
-        Ok(h) => h,
-        Err(reason) => {
-            out.push(
-                Diagnostic::error(
-                    "unreadable-audience",
-                    format!(
-                        "cannot read the header of `{}`: {reason}",
-                        source.path.display()
-                    ),
-                )
-                .at(file.value_at(pointer)),
-            );
+    let fields = match source_fields(source, is_audience) {
+        Ok(Some(fields)) => fields,
+        Ok(None) => return,
+        Err(message) => {
+            out.push(Diagnostic::error("unreadable-audience", message).at(file.value_at(pointer)));
             return;
         }
     };
-    let columns: HashSet<&str> = header.iter().map(String::as_str).collect();
-    let shown = header
+    let columns: HashSet<&str> = fields.names.iter().map(String::as_str).collect();
+    let mut shown = fields
+        .names
         .iter()
+        .take(SHOWN_FIELDS)
         .map(|h| format!("`{h}`"))
         .collect::<Vec<_>>()
         .join(", ");
+    if fields.names.len() > SHOWN_FIELDS {
+        shown.push_str(&format!(" and {} more", fields.names.len() - SHOWN_FIELDS));
+    }
     let mut reported = HashSet::new();
     let key_pointer = if c.audience.key.is_some() {
         KEY.to_string()
@@ -963,10 +1038,7 @@ fn check_columns(
         .map(|n| (n.clone(), key_pointer.clone(), key_template))
         .collect();
     for (var, template_pointer, template) in names.iter().chain(key_entries.iter()) {
-        if GLOBALS.contains(&var.as_str())
-            || columns.contains(var.as_str())
-            || !reported.insert(var.clone())
-        {
+        if columns.contains(var.as_str()) || !reported.insert(var.clone()) {
             continue;
         }
         let template_pointer = if template_pointer == KEY {
@@ -975,26 +1047,25 @@ fn check_columns(
             template_pointer.as_str()
         };
         let range = find_word(template, var).map(|o| o..o + var.len());
-        let what = if is_audience {
-            "audience file"
-        } else {
-            "suppression list"
-        };
+        let noun = fields.noun;
         let mut d = Diagnostic::error(
             "unknown-template-variable",
             format!(
-                "{} uses `{var}`, which is not a column of the {what} `{}`",
+                "{} uses `{var}`, which is not a {noun} of {}",
                 super::schema_check::dotted(template_pointer),
-                source.path.display()
+                fields.holder
             ),
         )
         .at(template_location(file, template_pointer, template, range));
-        d = match suggest(var, header.iter().map(String::as_str)) {
-            Some(s) => d.help(format!("did you mean `{s}`? the columns are {shown}")),
-            None => d.help(format!("the columns are {shown}")),
+        d = match suggest(var, fields.names.iter().map(String::as_str)) {
+            Some(s) => d.help(format!("did you mean `{s}`? the {noun}s are {shown}")),
+            None => d.help(format!("the {noun}s are {shown}")),
         };
         out.push(d);
     }
+    let SourceKind::Csv { types, .. } = &source.kind else {
+        return;
+    };
     for (name, _) in types {
         if !columns.contains(name.as_str()) {
             let mut d = Diagnostic::error(
@@ -1005,7 +1076,7 @@ fn check_columns(
                 ),
             )
             .at(file.key_at(&format!("{pointer}/csv/types/{}", pointer_segment(name))));
-            if let Some(s) = suggest(name, header.iter().map(String::as_str)) {
+            if let Some(s) = suggest(name, fields.names.iter().map(String::as_str)) {
                 d = d.help(format!("did you mean `{s}`?"));
             }
             out.push(d);

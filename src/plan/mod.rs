@@ -141,7 +141,7 @@ pub fn suppression_set(campaign: &Campaign, renderer: &Renderer) -> Result<KeySe
     for event in AudienceReader::new(&campaign.audience.exclude) {
         match event {
             RowEvent::Row(row) => {
-                let ctx = renderer.context(&row.fields);
+                let ctx = renderer.context(&row);
                 match renderer.key(&ctx) {
                     Ok(key) => {
                         set.insert(key_hash(&key));
@@ -209,7 +209,7 @@ impl Stage {
             RowEvent::Broken { origin, reason } => return Staged::Broken(origin, reason),
             RowEvent::SourceFailed { file, reason } => return Staged::SourceFailed(file, reason),
         };
-        let mut ctx = self.renderer.context(&row.fields);
+        let mut ctx = self.renderer.context(&row);
         match self.renderer.passes_where(&ctx) {
             Ok(true) => {}
             Ok(false) => return Staged::Filtered,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use minijinja::Value;
 
 use crate::api::wire::{V1Block, V1Send, V2Send, WireRequest};
-use crate::audience::Origin;
+use crate::audience::{Origin, Row};
 use crate::campaign::{ApiVersion, Campaign, Content, PriorityChannel};
 use templates::{Handle, TemplateError, TemplateSet, KEY, WHERE};
 
@@ -173,6 +173,10 @@ impl minijinja::value::Object for RowContext {
 #[derive(Debug, Clone)]
 pub struct Context {
     value: Value,
+    /// The row's own fields (also inside `value`), and where it came from,
+    /// for the reason a render fails.
+    row: Value,
+    origin: Origin,
     /// Results of [`Renderer::prerender`], by handle slot.
     ahead: Vec<Result<String, Invalid>>,
 }
@@ -407,14 +411,36 @@ impl Renderer {
         })
     }
 
-    pub fn context(&self, fields: &Value) -> Context {
+    pub fn context(&self, row: &Row) -> Context {
         Context {
             value: Value::from_object(RowContext {
-                row: fields.clone(),
+                row: row.fields.clone(),
                 globals: self.globals.clone(),
             }),
+            row: row.fields.clone(),
+            origin: row.origin.clone(),
             ahead: Vec::new(),
         }
+    }
+
+    /// Why rendering failed, for the row's reason. The engine says only
+    /// "undefined value": the reason names the variable, and says so when
+    /// the row holds it as a JSON null.
+    fn invalid(&self, e: TemplateError, ctx: &Context) -> Invalid {
+        let mut e = e;
+        if e.undefined {
+            if let Some(name) = self.set.missing_name(&e.name, &ctx.value, e.range.clone()) {
+                let first = name.split('.').next().unwrap_or(&name);
+                e.message = if crate::audience::json_row::is_null_at(&ctx.row, &name) {
+                    format!("`{name}` is null at {}", ctx.origin)
+                } else if templates::GLOBALS.contains(&first) {
+                    format!("`{name}` is undefined")
+                } else {
+                    format!("`{name}` is undefined: the row has no such field")
+                };
+            }
+        }
+        template_invalid(e)
     }
 
     /// Renders, now, what [`Renderer::request`] would render through the
@@ -427,7 +453,7 @@ impl Renderer {
             .map(|h| {
                 self.set
                     .render_handle(h, &ctx.value)
-                    .map_err(template_invalid)
+                    .map_err(|e| self.invalid(e, ctx))
             })
             .collect();
     }
@@ -439,7 +465,7 @@ impl Renderer {
         }
         self.set
             .render_handle(handle, &ctx.value)
-            .map_err(template_invalid)
+            .map_err(|e| self.invalid(e, ctx))
     }
 
     /// Whether the row passes `where` (always, without one).
@@ -650,7 +676,7 @@ mod tests {
                 let RowEvent::Row(row) = event else {
                     panic!("{event:?}")
                 };
-                let mut ctx = renderer.context(&row.fields);
+                let mut ctx = renderer.context(&row);
                 let plain = renderer.request(&ctx, "k".into(), row.origin.clone());
                 renderer.prerender(&mut ctx);
                 let ahead = renderer.request(&ctx, "k".into(), row.origin);

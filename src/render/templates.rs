@@ -21,6 +21,10 @@ const WHERE_SUFFIX: &str = " %}1{% endif %}";
 /// the row's own fields.
 pub const GLOBALS: [&str; 4] = ["vars", "campaign", "run", "now"];
 
+/// Names the engine itself defines inside templates (loops, macros), which
+/// its list of a template's undeclared names can still hold.
+const ENGINE_NAMES: [&str; 6] = ["loop", "self", "super", "caller", "varargs", "kwargs"];
+
 #[derive(Debug, Clone)]
 pub struct TemplateError {
     /// The template's name: the JSON pointer of its field in the campaign file.
@@ -31,6 +35,9 @@ pub struct TemplateError {
     /// The render ran out of its work budget or output cap, rather than
     /// failing on the data.
     pub over_budget: bool,
+    /// The render failed on an undefined value (a name the row lacks, or a
+    /// JSON null).
+    pub undefined: bool,
 }
 
 pub struct TemplateSet {
@@ -135,6 +142,7 @@ impl TemplateSet {
                 message: "the template wrote text that is not UTF-8".into(),
                 range: None,
                 over_budget: false,
+                undefined: false,
             }),
             Err(_) if out.exceeded => Err(TemplateError {
                 name: name.to_owned(),
@@ -144,6 +152,7 @@ impl TemplateSet {
                 ),
                 range: None,
                 over_budget: true,
+                undefined: false,
             }),
             Err(e) => Err(template_error(name, &e, shift, usize::MAX)),
         }
@@ -203,10 +212,81 @@ impl TemplateSet {
 
     /// Whether the template's output can differ between recipients.
     pub fn varies_per_row(&self, name: &str) -> bool {
-        self.undeclared(name)
-            .iter()
-            .any(|v| !matches!(v.as_str(), "vars" | "campaign"))
+        self.undeclared(name).iter().any(|v| {
+            !matches!(v.as_str(), "vars" | "campaign" | "run" | "now") && !self.is_builtin(v)
+        })
     }
+
+    /// Whether a name a template reads is provided whatever the row holds:
+    /// the campaign's globals (`vars`, `run`, …), the engine's functions
+    /// (`range`, `dict`, …) and the names it defines itself (`loop`). Such a
+    /// name is never a missing column.
+    pub fn is_builtin(&self, name: &str) -> bool {
+        GLOBALS.contains(&name)
+            || ENGINE_NAMES.contains(&name)
+            || self.env.globals().any(|(global, _)| global == name)
+    }
+
+    /// The name a render of `name` over `ctx` failed on as undefined: the
+    /// first of the template's names, dotted (`address.city`), that `ctx`
+    /// does not resolve, preferring one inside the error's `range`.
+    pub fn missing_name(
+        &self,
+        name: &str,
+        ctx: &Value,
+        range: Option<Range<usize>>,
+    ) -> Option<String> {
+        let template = self.env.get_template(name).ok()?;
+        let source = template.source();
+        // Offsets in `range` are the user's, without the `where` wrapper.
+        let shift = if name == WHERE { WHERE_PREFIX.len() } else { 0 };
+        let user_source = source.get(shift..).unwrap_or(source);
+        let mut missing: Vec<(usize, String)> = template
+            .undeclared_variables(true)
+            .into_iter()
+            .filter_map(|dotted| {
+                let first = dotted.split('.').next().unwrap_or(&dotted);
+                if self.is_builtin(first) && !GLOBALS.contains(&first) {
+                    return None;
+                }
+                let unresolved = unresolved_prefix(ctx, &dotted)?;
+                let at = find_name(user_source, &unresolved).unwrap_or(usize::MAX);
+                Some((at, unresolved))
+            })
+            .collect();
+        missing.sort();
+        missing.dedup();
+        let inside = |at: usize| range.as_ref().is_some_and(|r| r.contains(&at));
+        missing
+            .iter()
+            .find(|(at, _)| inside(*at))
+            .or_else(|| missing.first())
+            .map(|(_, n)| n.clone())
+    }
+}
+
+/// The shortest prefix of the dotted `path` that `ctx` does not resolve.
+fn unresolved_prefix(ctx: &Value, path: &str) -> Option<String> {
+    let mut value = ctx.clone();
+    let mut resolved: Vec<&str> = Vec::new();
+    for segment in path.split('.') {
+        resolved.push(segment);
+        match value.get_attr(segment) {
+            Ok(v) if !v.is_undefined() => value = v,
+            _ => return Some(resolved.join(".")),
+        }
+    }
+    None
+}
+
+/// The first whole-word occurrence of a dotted name in a template source.
+fn find_name(source: &str, name: &str) -> Option<usize> {
+    let bytes = source.as_bytes();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    source.match_indices(name).map(|(i, _)| i).find(|&i| {
+        let end = i + name.len();
+        (i == 0 || !is_ident(bytes[i - 1])) && (end >= bytes.len() || !is_ident(bytes[end]))
+    })
 }
 
 /// A template to render by [`TemplateSet::render_handle`].
@@ -281,6 +361,7 @@ fn template_error(name: &str, e: &minijinja::Error, shift: usize, len: usize) ->
         message,
         range,
         over_budget: e.kind() == minijinja::ErrorKind::OutOfFuel,
+        undefined: e.kind() == minijinja::ErrorKind::UndefinedError,
     }
 }
 
@@ -400,5 +481,47 @@ mod tests {
         let (set, _) = TemplateSet::compile([("/message/text", source)]);
         let e = set.render("/message/text", &Value::UNDEFINED).unwrap_err();
         assert!(e.message.contains("debug"), "{}", e.message);
+    }
+
+    #[test]
+    fn builtins_are_not_row_names() {
+        let (set, errors) = TemplateSet::compile([(
+            "/message/text",
+            "{% for i in range(3) %}{{ loop.index }}{{ dict(a=1).a }}{% endfor %}{{ vars.x }}{{ now }}{{ name }}",
+        )]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut row_names: Vec<String> = set
+            .undeclared("/message/text")
+            .into_iter()
+            .filter(|n| !set.is_builtin(n))
+            .collect();
+        row_names.sort();
+        assert_eq!(row_names, ["name"]);
+        assert!(!set.is_builtin("first_name"));
+    }
+
+    #[test]
+    fn an_undefined_render_names_the_missing_variable() {
+        let (set, _) = TemplateSet::compile([
+            (
+                "/a",
+                "Chào {{ first_name }}, {{ frist_name }} {{ range(2)|length }}",
+            ),
+            ("/b", "{{ address.city }}"),
+            ("/c", "{{ vars.nope }}"),
+            (WHERE, "orders > 1 and cty == 'x'"),
+        ]);
+        let ctx = Value::from_serialize(serde_json::json!({
+            "first_name": "An", "address": {"street": "x"}, "orders": 3, "vars": {}
+        }));
+        let missing = |name: &str| {
+            let e = set.render(name, &ctx).expect_err("undefined");
+            assert!(e.undefined, "{e:?}");
+            set.missing_name(name, &ctx, e.range)
+        };
+        assert_eq!(missing("/a").as_deref(), Some("frist_name"));
+        assert_eq!(missing("/b").as_deref(), Some("address.city"));
+        assert_eq!(missing("/c").as_deref(), Some("vars.nope"));
+        assert_eq!(missing(WHERE).as_deref(), Some("cty"));
     }
 }
