@@ -142,3 +142,62 @@ fn builtin_names_are_not_missing_columns() {
     let out = p.run(&["validate", "--deny-warnings", "c.yaml"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
 }
+
+#[test]
+fn a_rate_above_the_platform_limit_is_an_error_against_the_real_api_only() {
+    let p = shop_project();
+    p.write("a.csv", "customer_id,first_name\nC1,An\n");
+    p.write(
+        "c.yaml",
+        &format!(
+            "{}delivery:\n  rate: 30\n",
+            campaign("    - csv: a.csv\n", "Chào {{ first_name }}")
+        ),
+    );
+    // The default API is the real one.
+    let out = p.run(&["validate", "-q", "c.yaml"], &[]);
+    insta::assert_snapshot!(transcript(&out));
+    // So is any smax.bot host, however it is named.
+    let out = p.run(
+        &["validate", "c.yaml"],
+        &[("SMAX_API_URL", "https://eu.smax.bot/")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", transcript(&out));
+    // Another URL, such as the sandbox, may take more: a warning.
+    let out = p.run(
+        &[
+            "validate",
+            "-q",
+            "c.yaml",
+            "--api-url",
+            "http://127.0.0.1:1",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    insta::assert_snapshot!("rate_against_another_url", transcript(&out));
+}
+
+#[test]
+fn a_rate_from_project_defaults_is_checked_with_each_campaign() {
+    let p = TempProject::new(
+        "bots:\n  shop:\n    id: \"b2\"\n    token_env: T\n    api: v2\ndefaults:\n  delivery:\n    rate: 40\n",
+    );
+    p.write("a.csv", "customer_id,first_name\nC1,An\n");
+    p.write(
+        "c.yaml",
+        &campaign("    - csv: a.csv\n", "Chào {{ first_name }}"),
+    );
+    let out = p.run(&["validate", "c.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", transcript(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("smax.yaml:8:11"),
+        "{}",
+        transcript(&out)
+    );
+    let out = p.run(
+        &["validate", "c.yaml"],
+        &[("SMAX_API_URL", "http://127.0.0.1:1")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+}

@@ -14,6 +14,7 @@ use super::{
     Source, SourceKind, TemplateSource, TokenSource,
 };
 use super::{Confinement, Refusal};
+use crate::api::{is_real_api, PLATFORM_RATE_LIMIT};
 use crate::diagnostic::{suggest, Diagnostic, Location, Position, SourceText};
 use crate::render::templates::{TemplateSet, KEY, WHERE};
 
@@ -144,6 +145,81 @@ pub(super) fn check_project(project: &Parsed<ProjectFile>) -> Vec<Diagnostic> {
     out
 }
 
+/// A URL for messages: scheme, host and port (never a password or a path).
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}", u.scheme()),
+            (Some(host), None) => format!("{}://{host}", u.scheme()),
+            _ => u.scheme().to_owned(),
+        },
+        Err(_) => "an unparsable URL".into(),
+    }
+}
+
+/// `delivery.rate` (the campaign's, else the project's default) against the
+/// platform's limit: an error when the campaign is checked for the real API
+/// (`run` would refuse it), a warning otherwise. Checked per campaign, not
+/// with smax.yaml: which API a campaign goes to is known only with it (an
+/// --api-url overrides `api_url`).
+fn check_rate(
+    file: &Parsed<CampaignFile>,
+    project: &Project,
+    rate: f64,
+    api_url: Option<&str>,
+    out: &mut Vec<Diagnostic>,
+) {
+    if rate <= PLATFORM_RATE_LIMIT {
+        return;
+    }
+    let own = file
+        .content
+        .delivery
+        .as_ref()
+        .is_some_and(|d| d.rate.is_some());
+    let at = match (&project.file, own) {
+        (Some(pf), false) => pf.value_at("/defaults/delivery/rate"),
+        _ => file.value_at("/delivery/rate"),
+    };
+    let whence = if own {
+        ""
+    } else {
+        " (from smax.yaml `defaults.delivery`)"
+    };
+    match api_url {
+        Some(url) if is_real_api(url) => {
+            out.push(
+                Diagnostic::error(
+                    "rate-above-platform-limit",
+                    format!(
+                        "rate {rate}/s{whence} is above the platform's limit of {PLATFORM_RATE_LIMIT} requests per second per bot, and the API in effect is the real one (`{}`)",
+                        shown_url(url)
+                    ),
+                )
+                .at(at)
+                .help(format!("lower `delivery.rate` to {PLATFORM_RATE_LIMIT} or less: `run` refuses more against the real API; higher rates are for another URL (--api-url, SMAX_API_URL or smax.yaml `api_url`), such as the sandbox")),
+            );
+        }
+        _ => {
+            let allowed = match api_url {
+                Some(url) => format!(
+                    "it is allowed against `{}`, which is not the real API",
+                    shown_url(url)
+                ),
+                None => "it is allowed only against another URL such as the sandbox".into(),
+            };
+            out.push(
+                Diagnostic::warning(
+                    "rate-above-platform-limit",
+                    format!("rate {rate}/s{whence} is above the platform's {PLATFORM_RATE_LIMIT} requests per second per bot"),
+                )
+                .at(at)
+                .help(format!("`run` refuses it against the real API; {allowed}")),
+            );
+        }
+    }
+}
+
 fn check_api_url(url: &str, at: Location, out: &mut Vec<Diagnostic>) {
     if !(url.starts_with("http://") || url.starts_with("https://"))
         || reqwest::Url::parse(url).is_err()
@@ -213,13 +289,6 @@ fn apply_delivery<T>(
 ) {
     if let Some(rate) = spec.rate {
         delivery.rate = rate;
-        if rate > 25.0 {
-            out.push(
-                Diagnostic::warning("rate-above-platform-limit", format!("rate {rate}/s is above the platform's 25 requests per second per bot"))
-                    .at(file.value_at(&format!("{pointer}/rate")))
-                    .help("`run` refuses it against the real API; it is allowed only against another URL such as the sandbox"),
-            );
-        }
     }
     if let Some(c) = spec.concurrency {
         delivery.concurrency = c;
@@ -527,9 +596,20 @@ fn default_key(c: &CampaignFile, api: ApiVersion) -> Option<String> {
     candidates.into_iter().flatten().next().cloned()
 }
 
+/// Checks the meaning of a campaign that passed the schema. Without an API
+/// URL, checks that depend on it (the platform's rate limit) warn.
 pub fn check_campaign(
     file: Parsed<CampaignFile>,
     project: &Project,
+) -> (Option<Campaign>, Vec<Diagnostic>) {
+    check_campaign_for(file, project, None)
+}
+
+/// [`check_campaign`] for a campaign meant for `api_url`.
+pub(super) fn check_campaign_for(
+    file: Parsed<CampaignFile>,
+    project: &Project,
+    api_url: Option<&str>,
 ) -> (Option<Campaign>, Vec<Diagnostic>) {
     let mut out: Vec<Diagnostic> = Vec::new();
     let c = &file.content;
@@ -836,6 +916,7 @@ pub fn check_campaign(
     if let Some(spec) = &c.delivery {
         apply_delivery(&mut delivery, spec, &file, "/delivery", &mut out);
     }
+    check_rate(&file, project, delivery.rate, api_url, &mut out);
 
     // Schedule.
     let schedule = c

@@ -203,6 +203,15 @@ impl Project {
         self.content().and_then(|p| p.api_url.as_deref())
     }
 
+    /// The API URL campaigns of this project go to: `explicit` (--api-url or
+    /// SMAX_API_URL), else smax.yaml `api_url`, else the real API.
+    pub fn api_url_in_effect(&self, explicit: Option<&str>) -> String {
+        explicit
+            .or_else(|| self.api_url())
+            .unwrap_or(DEFAULT_API_URL)
+            .to_owned()
+    }
+
     /// The state database path the project names (default `.smax/state.db`).
     pub fn state_path(&self) -> PathBuf {
         let rel = self
@@ -400,6 +409,17 @@ pub fn parse_campaign(path: &Path) -> Result<Parsed<model::CampaignFile>, Vec<Di
 /// Loads a campaign: parse, schema, meaning. Returns the campaign (when it has
 /// no errors) and every diagnostic, warnings included.
 pub fn load_campaign(path: &Path, project: &Project) -> (Option<Campaign>, Vec<Diagnostic>) {
+    load_campaign_for(path, project, None)
+}
+
+/// [`load_campaign`] for a campaign to be sent to `api_url` (see
+/// [`Project::api_url_in_effect`]): what only `run` refused before, such as
+/// a rate above the real platform's limit, is then an error here too.
+pub fn load_campaign_for(
+    path: &Path,
+    project: &Project,
+    api_url: Option<&str>,
+) -> (Option<Campaign>, Vec<Diagnostic>) {
     let mut allowed = vec![folder_of(path)];
     if project.file.is_some() {
         allowed.push(project.root.clone());
@@ -408,7 +428,7 @@ pub fn load_campaign(path: &Path, project: &Project) -> (Option<Campaign>, Vec<D
         return (None, diagnostics);
     }
     match parse_campaign(path) {
-        Ok(parsed) => check_campaign(parsed, project),
+        Ok(parsed) => check::check_campaign_for(parsed, project, api_url),
         Err(diagnostics) => (None, diagnostics),
     }
 }
@@ -535,7 +555,7 @@ impl MaxFailures {
 impl Default for Delivery {
     fn default() -> Self {
         Delivery {
-            rate: 25.0,
+            rate: crate::api::PLATFORM_RATE_LIMIT,
             concurrency: 8,
             timeout: Duration::from_secs(10),
             retries: 5,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{eprint_diagnostics, print_err, print_out, ExitStatus};
 use crate::api::wire::{BotEndpoint, WireRequest, REDACTED};
-use crate::campaign::{self, Campaign, DEFAULT_API_URL};
+use crate::campaign::{self, Campaign};
 use crate::cli::{GlobalArgs, PlanOptions, ReportFormat};
 use crate::diagnostic::{Diagnostic, Location, Tally};
 use crate::plan::{
@@ -45,11 +45,7 @@ pub(crate) fn prepare(global: &GlobalArgs, path: &Path) -> Result<Prepared, Exit
         ));
         return Err(ExitStatus::Invalid);
     };
-    let api_url = global
-        .api_url
-        .clone()
-        .or_else(|| project.api_url().map(str::to_owned))
-        .unwrap_or_else(|| DEFAULT_API_URL.to_owned());
+    let api_url = project.api_url_in_effect(global.api_url.as_deref());
     if reqwest::Url::parse(&api_url).is_err() {
         eprint_diagnostics(&[Diagnostic::error(
             "invalid-api-url",

@@ -12,8 +12,8 @@ use super::runstate::{
 };
 use super::{eprint_diagnostics, print_err, print_out, ExitStatus};
 use crate::api::wire::BotEndpoint;
-use crate::api::{BotAuth, HttpTransport, Secret};
-use crate::campaign::{MaxFailures, TokenSource, DEFAULT_API_URL};
+use crate::api::{is_real_api, BotAuth, HttpTransport, Secret, PLATFORM_RATE_LIMIT};
+use crate::campaign::{MaxFailures, TokenSource};
 use crate::cli::{GlobalArgs, ReportFormat, RunArgs};
 use crate::delivery::{
     self, Budgets, DeliveryResult, Journal, JournalHandle, NullJournal, Settings, Stats,
@@ -26,9 +26,6 @@ use crate::report::{human_duration, thousands};
 use crate::state::{
     Begin, FingerprintChange, RunStart, RunStatus, SqliteStore, StateError, StateStore,
 };
-
-/// The platform's limit, requests per second per bot.
-pub const PLATFORM_RATE_LIMIT: f64 = 25.0;
 
 /// One campaign's run, as the JSON report and the step summary show it.
 #[derive(Debug, Serialize)]
@@ -199,16 +196,6 @@ fn retry_base() -> Duration {
         .unwrap_or(Duration::from_millis(250))
 }
 
-fn is_real_api(url: &str) -> bool {
-    let host = reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_default();
-    host == "smax.bot"
-        || host.ends_with(".smax.bot")
-        || url.trim_end_matches('/') == DEFAULT_API_URL
-}
-
 async fn run_one(
     global: &GlobalArgs,
     args: &RunArgs,
@@ -229,9 +216,9 @@ async fn run_one(
     if rate > PLATFORM_RATE_LIMIT && is_real_api(&prepared.api_url) {
         eprint_diagnostics(&[Diagnostic::error(
             "rate-above-platform-limit",
-            format!("{}: rate {rate}/s is above the platform's limit of 25 requests per second per bot", path.display()),
+            format!("{}: rate {rate}/s is above the platform's limit of {PLATFORM_RATE_LIMIT} requests per second per bot", path.display()),
         )
-        .help("lower `delivery.rate` to 25 or less; higher rates are allowed only against another --api-url (e.g. the sandbox)")]);
+        .help(format!("lower `delivery.rate` to {PLATFORM_RATE_LIMIT} or less; higher rates are allowed only against another --api-url (e.g. the sandbox)"))]);
         return (ExitStatus::Invalid, None);
     }
     let token = match read_token(&campaign.bot.token, campaign.bot.label()) {

@@ -102,7 +102,8 @@ pub(super) fn run(global: &GlobalArgs, args: &ValidateArgs) -> ExitStatus {
             ));
             continue;
         };
-        let (campaign, mut found) = campaign::load_campaign(file, project);
+        let api_url = project.api_url_in_effect(global.api_url.as_deref());
+        let (campaign, mut found) = campaign::load_campaign_for(file, project, Some(&api_url));
         if let Some(c) = &campaign {
             found.extend(budget_warnings(c));
         }
