@@ -8,7 +8,8 @@ use super::model::{
     ApiVersion, BotRef, BotSpec, CampaignFile, CsvSource, DeliverySpec, JsonlSource,
     MaxFailuresSpec, MessagingTag, ProjectFile, SourceSpec,
 };
-use super::yaml::{pointer_segment, Document, ScalarStyle};
+use super::schema_check::Finding;
+use super::yaml::{pointer_segment, Document};
 use super::{
     Audience, Bot, Campaign, Content, Delivery, MaxFailures, Message, Parsed, Project, Recipient,
     Source, SourceKind, TemplateSource, TokenSource,
@@ -39,9 +40,15 @@ const PROMOTIONAL: [&str; 11] = [
 ];
 
 /// A literal token anywhere in a file is refused, before anything else.
-pub(super) fn literal_tokens(doc: &Document, source: &Arc<SourceText>) -> Vec<Diagnostic> {
+pub(super) fn literal_tokens(doc: &Document, source: &Arc<SourceText>) -> Vec<Finding> {
     let mut out = Vec::new();
     walk(&doc.value, String::new(), &mut |pointer, key, value| {
+        let mut push = |diagnostic: Diagnostic| {
+            out.push(Finding {
+                diagnostic,
+                pointer: pointer.to_owned(),
+            })
+        };
         let at = |p: &str| match doc.spans.key(p) {
             Some(s) => Location::in_source(source, s.start, s.width),
             None => Location::file(&source.path),
@@ -49,7 +56,7 @@ pub(super) fn literal_tokens(doc: &Document, source: &Arc<SourceText>) -> Vec<Di
         if let Some(key) = key {
             let is_attribute = pointer.starts_with("/message/attributes/");
             if TOKEN_KEYS.contains(&key) && !is_attribute && value.is_string() {
-                out.push(
+                push(
                     Diagnostic::error("literal-token", format!("`{key}` holds a literal secret; tokens never live in campaign or project files"))
                         .at(at(pointer))
                         .help("put the token in an environment variable (e.g. a CI secret) and name it with `token_env: SMAX_SHOP_TOKEN`, or use `token_file:`"),
@@ -58,7 +65,7 @@ pub(super) fn literal_tokens(doc: &Document, source: &Arc<SourceText>) -> Vec<Di
         }
         if let Some(s) = value.as_str() {
             if s.contains("bot_token=") {
-                out.push(
+                push(
                     Diagnostic::error(
                         "literal-token",
                         "this value carries `bot_token=`: tokens never live in campaign files",
@@ -359,49 +366,17 @@ fn parse_tolerance(spec: &MaxFailuresSpec) -> Option<MaxFailures> {
 }
 
 /// Maps a byte offset inside a template (the YAML value at `pointer`) to a
-/// position in the file. Exact for one-line plain and quoted scalars (quoted
-/// escapes aside) and for literal block scalars; otherwise the value's start.
+/// position in the file: exact for plain, quoted and block scalars of every
+/// style (see [`super::yaml::scalar_position`]).
 fn template_position(
     file: &Parsed<CampaignFile>,
     pointer: &str,
     template: &str,
     offset: usize,
-) -> (Position, u32) {
-    let Some(span) = file.spans.value(pointer) else {
-        return (Position { line: 1, col: 1 }, 1);
-    };
-    let offset = offset.min(template.len());
-    let before = template.get(..offset).unwrap_or("");
-    match span.style {
-        ScalarStyle::Plain | ScalarStyle::Quoted if !template.contains('\n') => {
-            let quote = u32::from(span.style == ScalarStyle::Quoted);
-            let col = span.start.col + quote + before.chars().count() as u32;
-            (
-                Position {
-                    line: span.start.line,
-                    col,
-                },
-                1,
-            )
-        }
-        ScalarStyle::Block => {
-            let line_index = before.matches('\n').count() as u32;
-            let line = span.start.line + 1 + line_index;
-            let indent = file
-                .source
-                .line(line)
-                .map(|l| l.chars().take_while(|c| *c == ' ').count() as u32)
-                .unwrap_or(0);
-            let in_line = before.rsplit('\n').next().unwrap_or("").chars().count() as u32;
-            (
-                Position {
-                    line,
-                    col: indent + 1 + in_line,
-                },
-                1,
-            )
-        }
-        _ => (span.start, span.width),
+) -> Position {
+    match file.spans.value(pointer) {
+        Some(span) => super::yaml::scalar_position(&file.source.text, &span, template, offset),
+        None => Position { line: 1, col: 1 },
     }
 }
 
@@ -413,7 +388,7 @@ fn template_location(
 ) -> Location {
     match range {
         Some(r) => {
-            let (pos, _) = template_position(file, pointer, template, r.start);
+            let pos = template_position(file, pointer, template, r.start);
             let width = template
                 .get(r.clone())
                 .map(|s| s.chars().count() as u32)
@@ -602,14 +577,41 @@ pub fn check_campaign(
     file: Parsed<CampaignFile>,
     project: &Project,
 ) -> (Option<Campaign>, Vec<Diagnostic>) {
-    check_campaign_for(file, project, None)
+    check_campaign_for(file, project, None, &Masked::default())
 }
 
-/// [`check_campaign`] for a campaign meant for `api_url`.
+/// Parts of a campaign the schema found wrong (JSON pointers). They are
+/// taken out of the typed campaign the meaning checks see, or stood in for;
+/// checks that read them are skipped, so that one problem is reported once
+/// (an unknown key `txt:` under `message:` is not also "the message sends
+/// nothing").
+#[derive(Debug, Default)]
+pub(super) struct Masked(Vec<String>);
+
+impl Masked {
+    pub(super) fn new(pointers: impl IntoIterator<Item = String>) -> Masked {
+        Masked(pointers.into_iter().collect())
+    }
+
+    /// Whether a schema error sits at `pointer`, inside it or around it.
+    fn touches(&self, pointer: &str) -> bool {
+        self.0.iter().any(|m| {
+            m == pointer
+                || m.strip_prefix(pointer).is_some_and(|r| r.starts_with('/'))
+                || pointer
+                    .strip_prefix(m.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        })
+    }
+}
+
+/// [`check_campaign`] for a campaign meant for `api_url`, with the `masked`
+/// parts left unchecked.
 pub(super) fn check_campaign_for(
     file: Parsed<CampaignFile>,
     project: &Project,
     api_url: Option<&str>,
+    masked: &Masked,
 ) -> (Option<Campaign>, Vec<Diagnostic>) {
     let mut out: Vec<Diagnostic> = Vec::new();
     let c = &file.content;
@@ -621,12 +623,20 @@ pub(super) fn check_campaign_for(
         .unwrap_or_else(|| PathBuf::from("."));
     let allowed = project.confinement(&dir);
 
-    // The bot.
-    let bot = resolve_bot(&file, project, &allowed, &mut out);
+    // The bot. Without one the schema passed, the API version is unknown,
+    // and so is what the message and the recipient must hold.
+    let api_known = !masked.touches("/bot");
+    let bot = if api_known {
+        resolve_bot(&file, project, &allowed, &mut out)
+    } else {
+        None
+    };
     let api = bot.as_ref().map(|b| b.api).unwrap_or(ApiVersion::V2);
 
     // Fields that fit the API version.
-    check_version_fit(&file, api, &mut out);
+    if api_known {
+        check_version_fit(&file, api, &mut out);
+    }
 
     // Content: at most one of block_name / block_id / text / messages.
     let m = &c.message;
@@ -670,6 +680,7 @@ pub(super) fn check_campaign_for(
             messages: m.messages.clone().unwrap_or_default(),
             from_text: false,
         },
+        (None, _) if !api_known || masked.touches("/message") => Content::AttributesOnly,
         (None, ApiVersion::V2) => {
             out.push(
                 Diagnostic::error(
@@ -723,6 +734,7 @@ pub(super) fn check_campaign_for(
     // Identifiers.
     let r = &c.recipient;
     match api {
+        _ if !api_known || masked.touches("/recipient") => {}
         ApiVersion::V1 if r.user_id.is_none() => out.push(
             Diagnostic::error("missing-identifier", "a v1 campaign needs `recipient.user_id` (the messenger user id)")
                 .at(file.key_at("/recipient"))
@@ -831,6 +843,7 @@ pub(super) fn check_campaign_for(
     }
     let mut key_names: Vec<String> = key_source
         .as_ref()
+        .filter(|_| !masked.touches(KEY))
         .map(|_| set.undeclared(KEY).into_iter().collect())
         .unwrap_or_default();
     key_names.retain(|v| !set.is_builtin(v));
@@ -893,8 +906,9 @@ pub(super) fn check_campaign_for(
         }
     }
 
-    // Messenger policy.
-    policy_warnings(&file, &set, api, &content, &mut out);
+    // Messenger policy (what the tag allows only once the tag is known).
+    let tag_known = !masked.touches("/message/tag");
+    policy_warnings(&file, &set, api, &content, tag_known, &mut out);
 
     // Delivery.
     let mut delivery = Delivery::default();
@@ -919,9 +933,11 @@ pub(super) fn check_campaign_for(
     check_rate(&file, project, delivery.rate, api_url, &mut out);
 
     // Schedule.
+    // Without its `at` or `cron` a schedule would be "neither given" again.
     let schedule = c
         .schedule
         .as_ref()
+        .filter(|_| !masked.touches("/schedule/at") && !masked.touches("/schedule/cron"))
         .and_then(|spec| super::check_schedule(&file, spec, &mut out));
 
     let has_errors = out.iter().any(Diagnostic::is_error);
@@ -1309,10 +1325,12 @@ fn policy_warnings(
     set: &TemplateSet,
     api: ApiVersion,
     content: &Content,
+    tag_known: bool,
     out: &mut Vec<Diagnostic>,
 ) {
     let m = &file.content.message;
     match m.tag {
+        _ if !tag_known => {}
         Some(MessagingTag::HumanAgent) if api == ApiVersion::V2 => out.push(
             Diagnostic::warning("human-agent-tag", "HUMAN_AGENT is reserved for replies by a human agent within 7 days, not broadcasts")
                 .at(file.value_at("/message/tag"))

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 pub use self::check::check_campaign;
+use self::check::Masked;
 pub use self::confine::{Confinement, Refusal};
 pub use self::model::{ApiVersion, ColumnType, MessagingTag, PriorityChannel, TagStyle};
 use self::model::{ProjectFile, ScheduleSpec};
@@ -113,10 +114,15 @@ pub fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-fn parse_file<T: DeserializeOwned>(
-    path: &Path,
-    which: schema_check::Which,
-) -> Result<Parsed<T>, Vec<Diagnostic>> {
+/// A file read and parsed as YAML, with what the literal-token check and the
+/// JSON Schema found wrong in it.
+struct Checked {
+    source: Arc<SourceText>,
+    doc: yaml::Document,
+    findings: Vec<schema_check::Finding>,
+}
+
+fn check_file(path: &Path, which: schema_check::Which) -> Result<Checked, Vec<Diagnostic>> {
     let source = read_source(path)?;
     let doc = yaml::parse(&source.text).map_err(|e| {
         let at = Location::in_source(&source, e.position, 1);
@@ -135,38 +141,46 @@ fn parse_file<T: DeserializeOwned>(
             Diagnostic::error("empty-file", "the file is empty").at(Location::file(path))
         ]);
     }
-    let mut errors = check::literal_tokens(&doc, &source);
+    let mut findings = check::literal_tokens(&doc, &source);
     // A literal token is also an unknown key to the schema; say it once.
-    let token_places: Vec<_> = errors
-        .iter()
-        .filter_map(|d| d.location.as_ref().and_then(|l| l.position))
-        .collect();
-    errors.extend(
+    let token_places: Vec<String> = findings.iter().map(|f| f.pointer.clone()).collect();
+    findings.extend(
         schema_check::check(which, &doc, &source)
             .into_iter()
-            .filter(|d| {
-                !(d.code == "unknown-key"
-                    && d.location
-                        .as_ref()
-                        .and_then(|l| l.position)
-                        .is_some_and(|p| token_places.contains(&p)))
-            }),
+            .filter(|f| !(f.diagnostic.code == "unknown-key" && token_places.contains(&f.pointer))),
     );
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let content = serde_json::from_value::<T>(doc.value.clone()).map_err(|e| {
+    Ok(Checked {
+        source,
+        doc,
+        findings,
+    })
+}
+
+/// The typed content of a file the schema passed.
+fn typed<T: DeserializeOwned>(checked: Checked) -> Result<Parsed<T>, Vec<Diagnostic>> {
+    let content = serde_json::from_value::<T>(checked.doc.value.clone()).map_err(|e| {
         vec![
             Diagnostic::error("schema", format!("the file does not fit its schema: {e}"))
-                .at(Location::file(path)),
+                .at(Location::file(&checked.source.path)),
         ]
     })?;
     Ok(Parsed {
         content,
-        raw: doc.value,
-        source,
-        spans: doc.spans,
+        raw: checked.doc.value,
+        source: checked.source,
+        spans: checked.doc.spans,
     })
+}
+
+fn parse_file<T: DeserializeOwned>(
+    path: &Path,
+    which: schema_check::Which,
+) -> Result<Parsed<T>, Vec<Diagnostic>> {
+    let checked = check_file(path, which)?;
+    if !checked.findings.is_empty() {
+        return Err(checked.findings.into_iter().map(|f| f.diagnostic).collect());
+    }
+    typed(checked)
 }
 
 /// The project file and where it sits.
@@ -427,10 +441,35 @@ pub fn load_campaign_for(
     if let Err(diagnostics) = confine_own_file(path, Confinement::new(allowed)) {
         return (None, diagnostics);
     }
-    match parse_campaign(path) {
-        Ok(parsed) => check::check_campaign_for(parsed, project, api_url),
-        Err(diagnostics) => (None, diagnostics),
+    let checked = match check_file(path, schema_check::Which::Campaign) {
+        Ok(checked) => checked,
+        Err(diagnostics) => return (None, diagnostics),
+    };
+    if checked.findings.is_empty() {
+        return match typed(checked) {
+            Ok(parsed) => check::check_campaign_for(parsed, project, api_url, &Masked::default()),
+            Err(diagnostics) => (None, diagnostics),
+        };
     }
+    // Schema errors must not hide the meaning errors of the rest of the file
+    // (a template typo, a bad cron): the meaning checks run over the file
+    // with the wrong parts taken out, and skip what reads those parts, so
+    // one problem is not reported twice.
+    let pointers: Vec<String> = checked.findings.iter().map(|f| f.pointer.clone()).collect();
+    let mut out: Vec<Diagnostic> = checked.findings.into_iter().map(|f| f.diagnostic).collect();
+    if let Some((content, removed)) = schema_check::salvage_campaign(&checked.doc.value, &pointers)
+    {
+        let parsed = Parsed {
+            content,
+            raw: checked.doc.value,
+            source: checked.source,
+            spans: checked.doc.spans,
+        };
+        let masked = Masked::new(pointers.into_iter().chain(removed));
+        let (_, meaning) = check::check_campaign_for(parsed, project, api_url, &masked);
+        out.extend(meaning);
+    }
+    (None, out)
 }
 
 // ---- the validated campaign ------------------------------------------------

@@ -82,12 +82,20 @@ pub fn dotted(pointer: &str) -> String {
     }
 }
 
-pub fn check(which: Which, doc: &Document, source: &Arc<SourceText>) -> Vec<Diagnostic> {
+/// A problem the schema found, and the JSON pointer of the node it is
+/// about (for a missing key: where the key would be).
+#[derive(Debug)]
+pub struct Finding {
+    pub diagnostic: Diagnostic,
+    pub pointer: String,
+}
+
+pub fn check(which: Which, doc: &Document, source: &Arc<SourceText>) -> Vec<Finding> {
     let Some(compiled) = compiled(&which) else {
-        return vec![Diagnostic::error(
-            "internal",
-            "the built-in JSON Schema does not compile",
-        )];
+        return vec![Finding {
+            diagnostic: Diagnostic::error("internal", "the built-in JSON Schema does not compile"),
+            pointer: String::new(),
+        }];
     };
     let mut out = Vec::new();
     for error in compiled.validator.iter_errors(&doc.value) {
@@ -149,13 +157,17 @@ fn describe(
     compiled: &Compiled,
     spans: &Spans,
     source: &Arc<SourceText>,
-    out: &mut Vec<Diagnostic>,
+    out: &mut Vec<Finding>,
 ) {
     let pointer = error.instance_path.as_str().to_owned();
     let here = at_value(spans, source, &pointer);
     let with = |d: Diagnostic, loc: Option<Location>| match loc {
         Some(l) => d.at(l),
         None => d.at(Location::file(&source.path)),
+    };
+    let finding = |diagnostic: Diagnostic, pointer: &str| Finding {
+        diagnostic,
+        pointer: pointer.to_owned(),
     };
     match &error.kind {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
@@ -171,7 +183,10 @@ fn describe(
                         "remove it; `smax-campaign schema` prints every key this file may hold",
                     ),
                 };
-                out.push(with(d, at_key(spans, source, &key_pointer)));
+                out.push(finding(
+                    with(d, at_key(spans, source, &key_pointer)),
+                    &key_pointer,
+                ));
             }
         }
         ValidationErrorKind::Required { property } => {
@@ -180,7 +195,8 @@ fn describe(
                 "missing-key",
                 format!("missing required key `{name}` in {}", dotted(&pointer)),
             );
-            out.push(with(d, here));
+            let missing = format!("{pointer}/{}", super::yaml::pointer_segment(name));
+            out.push(finding(with(d, here), &missing));
         }
         ValidationErrorKind::Type { kind } => {
             let mut d = Diagnostic::error(
@@ -200,7 +216,7 @@ fn describe(
             {
                 d = d.help("put the value in quotes so it stays exactly as written, e.g. \"10\"");
             }
-            out.push(with(d, here));
+            out.push(finding(with(d, here), &pointer));
         }
         ValidationErrorKind::Enum { options } => {
             let choices: Vec<&str> = options
@@ -222,7 +238,7 @@ fn describe(
             {
                 d = d.help(format!("did you mean `{s}`?"));
             }
-            out.push(with(d, here));
+            out.push(finding(with(d, here), &pointer));
         }
         ValidationErrorKind::Pattern { pattern } => {
             let d = if pointer == "/name" {
@@ -237,7 +253,7 @@ fn describe(
                     ),
                 )
             };
-            out.push(with(d, here));
+            out.push(finding(with(d, here), &pointer));
         }
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
             // Pick the alternative the author most likely meant: the one whose
@@ -270,13 +286,229 @@ fn describe(
                             found(error.instance.as_ref())
                         ),
                     );
-                    out.push(with(d, here));
+                    out.push(finding(with(d, here), &pointer));
                 }
             }
         }
         _ => {
             let d = Diagnostic::error("schema", format!("{}: {error}", dotted(&pointer)));
-            out.push(with(d, here));
+            out.push(finding(with(d, here), &pointer));
         }
+    }
+}
+
+/// Stand-ins for the keys a campaign must have, put in when the key is
+/// missing or was taken out by [`salvage_campaign`]; the meaning checks skip
+/// whatever reads them (`check::Masked`).
+fn campaign_stand_in(key: &str) -> Option<serde_json::Value> {
+    Some(match key {
+        "version" => serde_json::json!(1),
+        "name" => serde_json::json!("-"),
+        "bot" => serde_json::json!("-"),
+        "audience" => serde_json::json!({ "from": [] }),
+        "recipient" | "message" => serde_json::json!({}),
+        _ => return None,
+    })
+}
+
+const REQUIRED_CAMPAIGN_KEYS: [&str; 6] =
+    ["version", "name", "bot", "audience", "recipient", "message"];
+
+/// The campaign a file with schema errors would be without the parts the
+/// errors are about (`pointers`), so that the rest of it can still be checked
+/// for meaning. Returns it with the pointers of what was taken out.
+///
+/// Each part is taken out as the mapping member it is (a list item takes its
+/// list: removing it would renumber its siblings); when that does not yet
+/// give a campaign (a required key inside it is gone), the member above it
+/// goes instead, up to the top-level keys, which get stand-ins. None when
+/// nothing is left to check (the file is not a mapping).
+pub fn salvage_campaign(
+    value: &serde_json::Value,
+    pointers: &[String],
+) -> Option<(super::model::CampaignFile, Vec<String>)> {
+    value.as_object()?;
+    let mut targets: Vec<Vec<String>> = pointers
+        .iter()
+        .map(|p| member_at_or_above(value, &segments(p)))
+        .filter(|t| !t.is_empty())
+        .collect();
+    loop {
+        if let Some(campaign) = without(value, &targets) {
+            return Some((campaign, targets.iter().map(|t| pointer_of(t)).collect()));
+        }
+        // Raise one part at a time first, so that one part that needs it
+        // does not take the others' surroundings with it.
+        for i in 0..targets.len() {
+            let mut tried = targets.clone();
+            tried[i] = raised(value, &tried[i]);
+            if tried[i] != targets[i] {
+                if let Some(campaign) = without(value, &tried) {
+                    return Some((campaign, tried.iter().map(|t| pointer_of(t)).collect()));
+                }
+            }
+        }
+        let all: Vec<Vec<String>> = targets.iter().map(|t| raised(value, t)).collect();
+        if all == targets {
+            return None;
+        }
+        targets = all;
+    }
+}
+
+/// `value` without the members at `targets`, stand-ins for missing required
+/// keys, as a campaign (if it then is one).
+fn without(
+    value: &serde_json::Value,
+    targets: &[Vec<String>],
+) -> Option<super::model::CampaignFile> {
+    let mut pruned = value.clone();
+    for target in targets {
+        remove(&mut pruned, target);
+    }
+    let map = pruned.as_object_mut()?;
+    for key in REQUIRED_CAMPAIGN_KEYS {
+        if !map.contains_key(key) {
+            map.insert(key.to_owned(), campaign_stand_in(key)?);
+        }
+    }
+    serde_json::from_value(pruned).ok()
+}
+
+/// A JSON pointer's segments, unescaped.
+fn segments(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
+fn pointer_of(segments: &[String]) -> String {
+    segments
+        .iter()
+        .map(|s| format!("/{}", super::yaml::pointer_segment(s)))
+        .collect()
+}
+
+/// The longest prefix of `path` that ends in a member of a mapping (a key
+/// that need not exist: a missing one is taken out as a no-op).
+fn member_at_or_above(value: &serde_json::Value, path: &[String]) -> Vec<String> {
+    let mut node = Some(value);
+    let mut best = 0;
+    for (i, segment) in path.iter().enumerate() {
+        match node {
+            Some(serde_json::Value::Object(map)) => {
+                best = i + 1;
+                node = map.get(segment);
+            }
+            Some(serde_json::Value::Array(items)) => {
+                node = segment.parse::<usize>().ok().and_then(|n| items.get(n));
+            }
+            _ => break,
+        }
+    }
+    path[..best].to_vec()
+}
+
+/// The member above `target` (a top-level key stays where it is).
+fn raised(value: &serde_json::Value, target: &[String]) -> Vec<String> {
+    if target.len() <= 1 {
+        return target.to_vec();
+    }
+    member_at_or_above(value, &target[..target.len() - 1])
+}
+
+fn remove(value: &mut serde_json::Value, target: &[String]) {
+    let Some((last, parents)) = target.split_last() else {
+        return;
+    };
+    let mut node = value;
+    for segment in parents {
+        let next = match node {
+            serde_json::Value::Object(map) => map.get_mut(segment),
+            serde_json::Value::Array(items) => {
+                segment.parse::<usize>().ok().and_then(|n| items.get_mut(n))
+            }
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return,
+        }
+    }
+    if let serde_json::Value::Object(map) = node {
+        map.shift_remove(last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::campaign::{load_campaign, Project};
+
+    /// The codes `load_campaign` reports for a campaign whose `message:`
+    /// and the rest are `body` (an inline v2 bot unless `body` sets one).
+    fn codes(body: &str) -> Vec<&'static str> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.csv"), "id,first_name\n1,An\n").expect("write");
+        let path = dir.path().join("c.yaml");
+        let bot = if body.contains("bot:") {
+            ""
+        } else {
+            "bot: { id: b, token_env: T }\n"
+        };
+        std::fs::write(&path, format!("version: 1\nname: c\n{bot}{body}")).expect("write");
+        let (campaign, diagnostics) = load_campaign(&path, &Project::none(dir.path().into()));
+        assert!(campaign.is_none());
+        diagnostics.iter().map(|d| d.code).collect()
+    }
+
+    const AUDIENCE: &str = "audience: { from: [ { csv: a.csv } ] }\n";
+    const RECIPIENT: &str = "recipient: { customer_id: \"{{ id }}\" }\n";
+
+    #[test]
+    fn meaning_errors_are_reported_beside_schema_errors_once_each() {
+        // A bad tag is not also "no tag"; the typo elsewhere is still found.
+        assert_eq!(
+            codes(&format!("{AUDIENCE}{RECIPIENT}message: {{ tag: ACOUNT_UPDATE, text: \"{{{{ frist_name }}}}\" }}\n")),
+            ["invalid-value", "unknown-template-variable"]
+        );
+        // A missing recipient is not also "no identifier".
+        assert_eq!(
+            codes(&format!(
+                "{AUDIENCE}message: {{ tag: ACCOUNT_UPDATE, text: \"{{{{ frist_name }}}}\" }}\n"
+            )),
+            ["missing-key", "unknown-template-variable"]
+        );
+        // A bad bot leaves the API version unknown: no version-fit errors.
+        assert_eq!(
+            codes(&format!("bot: {{ id: b, token_env: T, api: v9 }}\n{AUDIENCE}recipient: {{ user_id: \"{{{{ id }}}}\" }}\nmessage: {{ tag: ACCOUNT_UPDATE, block_name: \"{{{{ nmae }}}}\" }}\n")),
+            ["invalid-value", "unknown-template-variable"]
+        );
+        // A broken source takes its list with it, and the rest is checked.
+        assert_eq!(
+            codes(&format!("audience: {{ from: [ 5 ] }}\n{RECIPIENT}message: {{ tag: ACCOUNT_UPDATE, text: \"{{% if %}}\" }}\nschedule: {{ cron: \"* * *\" }}\n")),
+            ["wrong-type", "template-syntax", "invalid-cron"]
+        );
+        // A bad window leaves the cron to check; a bad `at` leaves nothing.
+        assert_eq!(
+            codes(&format!("{AUDIENCE}{RECIPIENT}message: {{ tag: ACCOUNT_UPDATE, text: x }}\nschedule: {{ cron: \"* * *\", window: \"8-21\" }}\n")),
+            ["invalid-value", "invalid-cron"]
+        );
+        assert_eq!(
+            codes(&format!("{AUDIENCE}{RECIPIENT}message: {{ tag: ACCOUNT_UPDATE, text: x }}\nschedule: {{ at: 5 }}\n")),
+            ["wrong-type"]
+        );
+        // A literal token is said once, and does not hide the rest either.
+        assert_eq!(
+            codes(&format!("{AUDIENCE}{RECIPIENT}message: {{ tag: ACCOUNT_UPDATE, text: \"{{{{ frist_name }}}}\", token: abc }}\n")),
+            ["literal-token", "unknown-template-variable"]
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_mapping_has_nothing_to_salvage() {
+        let value = serde_json::json!(["a", "b"]);
+        assert!(super::salvage_campaign(&value, &[String::new()]).is_none());
     }
 }

@@ -24,9 +24,23 @@ pub struct NodeSpan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScalarStyle {
     Plain,
-    Quoted,
-    Block,
+    SingleQuoted,
+    DoubleQuoted,
+    /// `|`, `|-`, `|+` (chomping changes only the end of the value).
+    Literal,
+    /// `>`, `>-`, `>+`.
+    Folded,
     Collection,
+}
+
+impl ScalarStyle {
+    fn is_quoted(self) -> bool {
+        matches!(self, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted)
+    }
+
+    fn is_block(self) -> bool {
+        matches!(self, ScalarStyle::Literal | ScalarStyle::Folded)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -342,16 +356,14 @@ impl MarkedEventReceiver for Builder {
                 let start = position(&mark);
                 let span_style = match style {
                     TScalarStyle::Plain => ScalarStyle::Plain,
-                    TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => ScalarStyle::Quoted,
-                    _ => ScalarStyle::Block,
+                    TScalarStyle::SingleQuoted => ScalarStyle::SingleQuoted,
+                    TScalarStyle::DoubleQuoted => ScalarStyle::DoubleQuoted,
+                    TScalarStyle::Folded => ScalarStyle::Folded,
+                    _ => ScalarStyle::Literal,
                 };
                 let first_line = text.split('\n').next().unwrap_or("");
                 let width = u32::try_from(first_line.chars().count()).unwrap_or(1)
-                    + if span_style == ScalarStyle::Quoted {
-                        2
-                    } else {
-                        0
-                    };
+                    + if span_style.is_quoted() { 2 } else { 0 };
                 let span = NodeSpan {
                     start,
                     width: width.max(1),
@@ -477,9 +489,242 @@ impl MarkedEventReceiver for Builder {
     }
 }
 
+/// Where the character at byte `offset` of a scalar's `value` was written:
+/// its line and column (1-based, in characters) in `text`, the file that
+/// holds the scalar at `span`.
+///
+/// The value is the scalar after YAML has read it: block scalars lose their
+/// indentation and start on the line after their indicator (the span starts
+/// at their first content character), folded ones and multi-line flow
+/// scalars turn line breaks into spaces, quoted ones resolve escapes (`\t`,
+/// `\u00e9`, `''`). The value is walked alongside the source, undoing each
+/// of these; should the two ever disagree, the position reached so far is
+/// returned (the right line, the column near).
+pub fn scalar_position(text: &str, span: &NodeSpan, value: &str, offset: usize) -> Position {
+    if !(span.style.is_quoted() || span.style.is_block() || span.style == ScalarStyle::Plain) {
+        return span.start;
+    }
+    let mut line = (span.start.line as usize).saturating_sub(1);
+    // Leading empty lines of a block scalar are in its value (one `\n`
+    // each) but before the span's start: the walk begins with them.
+    let leading = if span.style.is_block() {
+        value.chars().take_while(|c| *c == '\n').count()
+    } else {
+        0
+    };
+    line = line.saturating_sub(leading);
+    // Lines are read from the scalar's first on, as far as the walk goes.
+    let mut rest = text.split('\n').skip(line);
+    let first: Vec<char> = rest.next().map(line_chars).unwrap_or_default();
+    let col = if leading > 0 {
+        first.len()
+    } else {
+        (span.start.col as usize).saturating_sub(1) + usize::from(span.style.is_quoted())
+    };
+    let mut walker = Walker {
+        rest,
+        current: first,
+        style: span.style,
+        // Block content is indented by the column its first line starts at.
+        indent: (span.start.col as usize).saturating_sub(1),
+        line,
+        col,
+    };
+    for (i, c) in value.char_indices() {
+        let here = walker.consume(c);
+        if i >= offset || here.is_none() {
+            return here.unwrap_or_else(|| walker.position());
+        }
+    }
+    walker.position()
+}
+
+fn line_chars(line: &str) -> Vec<char> {
+    line.strip_suffix('\r').unwrap_or(line).chars().collect()
+}
+
+/// The walk of [`scalar_position`]: the source position of the next
+/// character of the value.
+struct Walker<'a, I: Iterator<Item = &'a str>> {
+    /// The lines after the current one.
+    rest: I,
+    current: Vec<char>,
+    style: ScalarStyle,
+    indent: usize,
+    /// 0-based line, and character index in it.
+    line: usize,
+    col: usize,
+}
+
+impl<'a, I: Iterator<Item = &'a str>> Walker<'a, I> {
+    fn position(&self) -> Position {
+        Position {
+            line: u32::try_from(self.line + 1).unwrap_or(u32::MAX),
+            col: u32::try_from(self.col + 1).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Moves to the first character of the next line's content.
+    fn next_line(&mut self) -> bool {
+        let Some(next) = self.rest.next() else {
+            return false;
+        };
+        self.current = line_chars(next);
+        self.line += 1;
+        let blank = self
+            .current
+            .iter()
+            .take_while(|c| **c == ' ' || **c == '\t')
+            .count();
+        self.col = if self.style.is_block() {
+            // Only the block's indentation goes; more is content.
+            blank.min(self.indent)
+        } else {
+            // Flow scalars drop a continuation line's leading blanks.
+            blank
+        };
+        true
+    }
+
+    /// Steps over the source of value character `c` and returns where that
+    /// source starts; None when the source does not hold it where expected.
+    fn consume(&mut self, c: char) -> Option<Position> {
+        loop {
+            let Some(&s) = self.current.get(self.col) else {
+                // A line break: it is the `\n` or the space (folding) the
+                // value has here, or it was dropped (a fold before an empty
+                // line, a flow scalar's trailing blanks).
+                let at = self.position();
+                if !self.next_line() {
+                    return None;
+                }
+                if c == '\n' || c == ' ' {
+                    return Some(at);
+                }
+                continue;
+            };
+            if self.style == ScalarStyle::DoubleQuoted && s == '\\' {
+                match self.current.get(self.col + 1) {
+                    // An escaped line break joins the lines.
+                    None => {
+                        self.col += 1;
+                        if !self.next_line() {
+                            return None;
+                        }
+                        continue;
+                    }
+                    Some(e) => {
+                        let len = match e {
+                            'x' => 4,
+                            'u' => 6,
+                            'U' => 10,
+                            _ => 2,
+                        };
+                        let at = self.position();
+                        self.col = (self.col + len).min(self.current.len());
+                        return Some(at);
+                    }
+                }
+            }
+            if s == c {
+                let at = self.position();
+                self.col += 1;
+                if self.style == ScalarStyle::SingleQuoted
+                    && c == '\''
+                    && self.current.get(self.col) == Some(&'\'')
+                {
+                    self.col += 1;
+                }
+                return Some(at);
+            }
+            if !self.style.is_block() && (s == ' ' || s == '\t') {
+                self.col += 1;
+                continue;
+            }
+            return None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The position `scalar_position` gives for `ERR` in the value at
+    /// `pointer`, and where `ERR` really is in the text.
+    fn err_positions(text: &str, pointer: &str) -> (Position, Position) {
+        let doc = parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        let value = doc
+            .value
+            .pointer(pointer)
+            .and_then(|v| v.as_str())
+            .unwrap_or_else(|| panic!("no string at {pointer}"));
+        let offset = value.find("ERR").expect("ERR in the value");
+        let span = doc.spans.value(pointer).expect("span");
+        let got = scalar_position(text, &span, value, offset);
+        let (line, col) = text
+            .lines()
+            .enumerate()
+            .find_map(|(i, l)| l.find("ERR").map(|b| (i + 1, l[..b].chars().count() + 1)))
+            .expect("ERR in the text");
+        let want = Position {
+            line: line as u32,
+            col: col as u32,
+        };
+        (got, want)
+    }
+
+    #[test]
+    fn positions_inside_scalars_of_every_style_are_exact() {
+        let cases = [
+            ("/a", "a: x ERR y\n"),
+            (
+                "/a",
+                "a: first line\n  and a second,\n\n   then ERR\nb: 1\n",
+            ),
+            ("/a", "a: 'it''s ''ERR'''\n"),
+            ("/a", r#"a: "tab\t \u00e9 \" \x41 \U0001F389 ERR""#),
+            ("/a", "a: \"one \\\n   two\n  three  \n  ERR\"\n"),
+            (
+                "/a",
+                "a: |\n\n  line one\n    indented\n\n  then ERR here\nb: 1\n",
+            ),
+            (
+                "/a",
+                "a: |-\n  line one\n  Chào 🎉 ERR\ndelivery:\n  rate: 1\n",
+            ),
+            ("/a", "a: |+\n  one\n\n  ERR\n\nb: 1\n"),
+            (
+                "/a",
+                "a: >\n  folded\n  lines\n\n    more indented\n  back ERR\nb: 1\n",
+            ),
+            ("/a", "a: >-\n\n  folded\n  ERR\n"),
+            ("/a", "a: |2\n    starts indented\n  ERR\n"),
+            ("/a", "a: >+\n  x\n   y\n  ERR\n"),
+            (
+                "/list/0/text",
+                "list:\n  - text: |-\n      Chào {{ x }}\n      {{ ERR }}\n    other: 1\n",
+            ),
+            ("/k/b", "k: { a: \"🎉 Chào\", b: 'x ERR' }\n"),
+        ];
+        for (pointer, text) in cases {
+            let (got, want) = err_positions(text, pointer);
+            assert_eq!(got, want, "{text}");
+            // Every offset, and past the end, lands inside the file.
+            let doc = parse(text).expect("parses");
+            let value = doc
+                .value
+                .pointer(pointer)
+                .and_then(|v| v.as_str())
+                .expect("string");
+            let span = doc.spans.value(pointer).expect("span");
+            let lines = text.split('\n').count() as u32;
+            for offset in 0..=value.len() + 1 {
+                let p = scalar_position(text, &span, value, offset);
+                assert!((1..=lines).contains(&p.line), "{text} {offset} {p:?}");
+            }
+        }
+    }
 
     #[test]
     fn keeps_positions_of_values_and_keys() {

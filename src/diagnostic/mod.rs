@@ -19,7 +19,10 @@ pub enum Severity {
     Warning,
 }
 
-/// A place in a text file: 1-based line and column (in characters).
+/// A place in a text file: 1-based line and column. The column counts
+/// characters (Unicode scalar values): not bytes, and not display columns,
+/// which the text renderer works out for its carets (an emoji is one
+/// character but two columns wide).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Position {
     pub line: u32,
@@ -51,7 +54,7 @@ impl SourceText {
 }
 
 /// Where a diagnostic points: a file, and when known a position in it and the
-/// width of the underlined span (in characters).
+/// width of the underlined span (in characters, like [`Position::col`]).
 #[derive(Debug, Clone)]
 pub struct Location {
     pub file: PathBuf,

@@ -1,6 +1,7 @@
 use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Style};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::{Diagnostic, Severity};
 
@@ -53,9 +54,16 @@ fn text(d: &Diagnostic) -> String {
             let number = p.line.to_string();
             let pad = " ".repeat(number.len());
             let (shown, caret_at) = clip(&snippet.replace('\t', " "), p.col);
-            let indent = " ".repeat(caret_at);
-            let available = shown.chars().count().saturating_sub(caret_at).max(1);
-            let carets = "^".repeat((loc.width as usize).clamp(1, available));
+            // Columns are characters; the terminal lays them out by display
+            // width (an emoji takes two columns, a combining mark none).
+            let before: String = shown.chars().take(caret_at).collect();
+            let under: String = shown
+                .chars()
+                .skip(caret_at)
+                .take(loc.width as usize)
+                .collect();
+            let indent = " ".repeat(before.width());
+            let carets = "^".repeat(under.width().max(1));
             let _ = writeln!(out, "{pad} {BLUE}|{BLUE:#}");
             let _ = writeln!(out, "{BLUE}{number} |{BLUE:#} {shown}");
             let _ = writeln!(
@@ -71,27 +79,59 @@ fn text(d: &Diagnostic) -> String {
     out
 }
 
-/// Characters of a source line shown under a diagnostic. A line can be
+/// Display columns of a source line shown under a diagnostic. A line can be
 /// megabytes long (a minified file, a hostile one); the reader needs the
 /// place, not the whole line.
-const SNIPPET_CHARS: usize = 160;
+const SNIPPET_COLUMNS: usize = 160;
 
-/// The part of `line` around column `col` (1-based) that is shown, with `…`
-/// where it was cut, and the caret's offset in it.
+/// Characters shown at most, whatever their width: zero-width ones
+/// (combining marks, controls) take no columns but must not be let through
+/// by the megabyte either.
+const SNIPPET_CHARS: usize = 4 * SNIPPET_COLUMNS;
+
+/// The part of `line` around column `col` that is shown, with `…` where it
+/// was cut, and the caret's offset in it. `col` and the offset count
+/// characters (1-based and 0-based); the cut is by display width, so a line
+/// of emoji is not shown twice as wide as one of letters.
 fn clip(line: &str, col: u32) -> (String, usize) {
-    let count = line.chars().count();
-    let col = (col.saturating_sub(1) as usize).min(count);
-    if count <= SNIPPET_CHARS {
+    let chars: Vec<char> = line.chars().collect();
+    let col = (col.saturating_sub(1) as usize).min(chars.len());
+    if chars.len() <= SNIPPET_CHARS && line.width() <= SNIPPET_COLUMNS {
         return (line.to_owned(), col);
     }
-    let start = col.saturating_sub(SNIPPET_CHARS / 4);
-    let end = (start + SNIPPET_CHARS).min(count);
+    let width = |i: usize| chars[i].width().unwrap_or(0);
+    // A quarter of the room before the caret, the rest after.
+    let mut start = col;
+    let mut room = SNIPPET_COLUMNS / 4;
+    while start > 0 && col - start < SNIPPET_CHARS / 4 && width(start - 1) <= room {
+        start -= 1;
+        room -= width(start);
+    }
+    // Not between a letter and its combining marks, when that is near.
+    let mut back = start;
+    while back > 0 && start - back < 8 && width(back) == 0 {
+        back -= 1;
+    }
+    if width(back) > 0 || back == 0 {
+        start = back;
+    }
+    let mut end = start;
+    let mut room = SNIPPET_COLUMNS;
+    while end < chars.len() && end - start < SNIPPET_CHARS && (width(end) <= room || end < col) {
+        room = room.saturating_sub(width(end));
+        end += 1;
+    }
+    let mut ahead = end;
+    while ahead < chars.len() && ahead - end < 8 && width(ahead) == 0 {
+        ahead += 1;
+    }
+    end = ahead;
     let mut shown = String::new();
     if start > 0 {
         shown.push('…');
     }
-    shown.extend(line.chars().skip(start).take(end - start));
-    if end < count {
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
         shown.push('…');
     }
     (shown, col - start + usize::from(start > 0))
@@ -173,7 +213,7 @@ mod tests {
     fn long_lines_are_cut_around_the_caret() {
         let line = format!("{}ERR{}", "a".repeat(5000), "b".repeat(5000));
         let (shown, at) = clip(&line, 5001);
-        assert!(shown.chars().count() <= super::SNIPPET_CHARS + 2);
+        assert!(shown.chars().count() <= super::SNIPPET_COLUMNS + 2);
         assert_eq!(shown.chars().skip(at).take(3).collect::<String>(), "ERR");
         assert!(shown.starts_with('…') && shown.ends_with('…'));
     }
@@ -181,5 +221,34 @@ mod tests {
     #[test]
     fn short_lines_are_whole() {
         assert_eq!(clip("a: b", 4), ("a: b".to_owned(), 3));
+    }
+
+    #[test]
+    fn long_lines_are_cut_by_display_width() {
+        use unicode_width::UnicodeWidthStr;
+        let line = format!("{}ERR{}", "🎉".repeat(3000), "Chào ".repeat(1000));
+        let (shown, at) = clip(&line, 3001);
+        assert!(
+            shown.width() <= super::SNIPPET_COLUMNS + 2,
+            "{}",
+            shown.width()
+        );
+        assert_eq!(shown.chars().skip(at).take(3).collect::<String>(), "ERR");
+        // Combining marks stay with their letter.
+        let line = format!("{}ERR{}", "a\u{300}".repeat(3000), "e\u{301}".repeat(3000));
+        let (shown, at) = clip(&line, 6001);
+        assert_eq!(shown.chars().skip(at).take(3).collect::<String>(), "ERR");
+        assert!(shown.starts_with("…a"), "{shown}");
+        assert!(shown.ends_with("\u{301}…"), "{shown}");
+        // Characters without width are bounded too.
+        let line = format!(
+            "{}ERR{}",
+            "\u{300}".repeat(100_000),
+            "\u{200b}".repeat(100_000)
+        );
+        let (shown, at) = clip(&line, 100_001);
+        // The cap, a few combining marks kept with their letter, two `…`.
+        assert!(shown.chars().count() <= super::SNIPPET_CHARS + 10);
+        assert_eq!(shown.chars().skip(at).take(3).collect::<String>(), "ERR");
     }
 }
