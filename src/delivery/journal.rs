@@ -6,7 +6,7 @@
 //! commit carries up to 64 records, so durability does not cost one sync per
 //! request, and no request leaves before its attempt is durable.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -54,7 +54,37 @@ enum Op {
 /// A handle to the writer thread. Cloneable; the thread ends when every handle is gone.
 #[derive(Clone)]
 pub struct JournalHandle {
-    tx: mpsc::Sender<Op>,
+    writer: Writer,
+}
+
+#[derive(Clone)]
+enum Writer {
+    Thread(mpsc::Sender<Op>),
+    /// Written on the calling task: no thread between the send loop and the
+    /// journal, so a test on a paused clock sees no time pass while writing.
+    Immediate(Arc<Mutex<Latched>>),
+}
+
+/// A journal that refuses everything after its first failure, like the writer thread.
+struct Latched {
+    journal: Box<dyn Journal>,
+    failed: Option<String>,
+}
+
+impl Latched {
+    fn write(
+        &mut self,
+        op: impl FnOnce(&mut dyn Journal) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = op(self.journal.as_mut());
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
 }
 
 const MAX_BATCH: usize = 1024;
@@ -93,14 +123,8 @@ impl JournalHandle {
                         }
                     }
                     // Once a write failed, nothing more is acknowledged as durable.
-                    let outcome_result = match &failed {
-                        Some(e) => Err(e.clone()),
-                        None if outcomes.is_empty() => Ok(()),
-                        None => journal.settled(&outcomes),
-                    };
-                    if let Err(e) = &outcome_result {
-                        failed.get_or_insert(e.clone());
-                    }
+                    // Attempts first, acknowledged at once: each holds a rate
+                    // permit and leaves as soon as its record is durable.
                     let attempt_result = match &failed {
                         Some(e) => Err(e.clone()),
                         None if attempts.is_empty() => Ok(()),
@@ -109,35 +133,75 @@ impl JournalHandle {
                     if let Err(e) = &attempt_result {
                         failed.get_or_insert(e.clone());
                     }
-                    for ack in outcome_acks {
-                        let _ = ack.send(outcome_result.clone());
-                    }
                     for ack in attempt_acks {
                         let _ = ack.send(attempt_result.clone());
+                    }
+                    let outcome_result = match &failed {
+                        Some(e) => Err(e.clone()),
+                        None if outcomes.is_empty() => Ok(()),
+                        None => journal.settled(&outcomes),
+                    };
+                    if let Err(e) = &outcome_result {
+                        failed.get_or_insert(e.clone());
+                    }
+                    for ack in outcome_acks {
+                        let _ = ack.send(outcome_result.clone());
                     }
                 }
                 journal
             })?;
-        Ok((JournalHandle { tx }, thread))
+        Ok((
+            JournalHandle {
+                writer: Writer::Thread(tx),
+            },
+            thread,
+        ))
+    }
+
+    /// Writes on the calling task, one record per write (no group commit).
+    /// Only for journals that never block: [`NullJournal`], test fakes.
+    pub fn immediate(journal: Box<dyn Journal>) -> JournalHandle {
+        JournalHandle {
+            writer: Writer::Immediate(Arc::new(Mutex::new(Latched {
+                journal,
+                failed: None,
+            }))),
+        }
     }
 
     async fn call(
-        &self,
+        tx: &mpsc::Sender<Op>,
         op: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Op,
     ) -> Result<(), String> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(op(ack))
+        tx.send(op(ack))
             .map_err(|_| "the state writer has stopped".to_string())?;
         done.await
             .map_err(|_| "the state writer has stopped".to_string())?
     }
 
+    fn immediately(
+        latched: &Mutex<Latched>,
+        op: impl FnOnce(&mut dyn Journal) -> Result<(), String>,
+    ) -> Result<(), String> {
+        latched.lock().unwrap_or_else(|e| e.into_inner()).write(op)
+    }
+
     pub async fn attempted(&self, entry: AttemptEntry) -> Result<(), String> {
-        self.call(|ack| Op::Attempt(entry, ack)).await
+        match &self.writer {
+            Writer::Immediate(latched) => {
+                Self::immediately(latched, |j| j.attempted(std::slice::from_ref(&entry)))
+            }
+            Writer::Thread(tx) => Self::call(tx, |ack| Op::Attempt(entry, ack)).await,
+        }
     }
 
     pub async fn settled(&self, entry: OutcomeEntry) -> Result<(), String> {
-        self.call(|ack| Op::Outcome(entry, ack)).await
+        match &self.writer {
+            Writer::Immediate(latched) => {
+                Self::immediately(latched, |j| j.settled(std::slice::from_ref(&entry)))
+            }
+            Writer::Thread(tx) => Self::call(tx, |ack| Op::Outcome(entry, ack)).await,
+        }
     }
 }
