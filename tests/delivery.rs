@@ -1,5 +1,5 @@
 //! The delivery loop as a library, driven by a fake transport and a manual
-//! clock: deterministic, no network, no sleeps.
+//! or paused clock: deterministic, no network, no sleeps.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,8 +13,8 @@ use smax_campaign::api::{BotAuth, Reply, Secret, Transport};
 use smax_campaign::audience::Origin;
 use smax_campaign::campaign::{ApiVersion, MaxFailures, TagStyle};
 use smax_campaign::delivery::{
-    deliver, BotBudget, JournalHandle, NullJournal, OutcomeClass, Settings, Stats, StopReason,
-    Stopper, Target,
+    deliver, AttemptEntry, BotBudget, Journal, JournalHandle, NullJournal, OutcomeClass,
+    OutcomeEntry, Settings, Stats, StopReason, Stopper, Target,
 };
 use smax_campaign::render::RenderedRequest;
 use smax_campaign::schedule::{Clock, ManualClock, Window};
@@ -216,4 +216,209 @@ async fn a_fatal_answer_stops_the_run_and_leaves_the_rest_not_sent() {
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     assert_eq!(result.sent, 0);
     assert_eq!(stats.get(OutcomeClass::NotSent), 1);
+}
+
+/// Answers each call after a delay, both chosen by the call's number; notes
+/// when each call was made and how many were out at once.
+struct Timed {
+    answer: Box<dyn Fn(u64) -> (Duration, Reply) + Send + Sync>,
+    calls: Mutex<Vec<tokio::time::Instant>>,
+    out: AtomicU64,
+    most_out: AtomicU64,
+}
+
+impl Timed {
+    fn new(answer: impl Fn(u64) -> (Duration, Reply) + Send + Sync + 'static) -> Arc<Timed> {
+        Arc::new(Timed {
+            answer: Box::new(answer),
+            calls: Mutex::new(Vec::new()),
+            out: AtomicU64::new(0),
+            most_out: AtomicU64::new(0),
+        })
+    }
+
+    /// Calls per second from the first call to the last.
+    fn call_rate(&self) -> f64 {
+        let calls = self.calls.lock().expect("calls");
+        let span = *calls.last().expect("calls") - calls[0];
+        (calls.len() - 1) as f64 / span.as_secs_f64()
+    }
+}
+
+impl Transport for Timed {
+    fn send<'a>(
+        &'a self,
+        _: &'a BotAuth,
+        _: &'a WireRequest,
+    ) -> Pin<Box<dyn Future<Output = Reply> + Send + 'a>> {
+        Box::pin(async move {
+            let n = {
+                let mut calls = self.calls.lock().expect("calls");
+                calls.push(tokio::time::Instant::now());
+                calls.len() as u64 - 1
+            };
+            let out = self.out.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_out.fetch_max(out, Ordering::SeqCst);
+            let (delay, reply) = (self.answer)(n);
+            tokio::time::sleep(delay).await;
+            self.out.fetch_sub(1, Ordering::SeqCst);
+            reply
+        })
+    }
+}
+
+fn sent() -> Reply {
+    Reply::Sent {
+        status: 200,
+        result: Some("ok".into()),
+    }
+}
+
+/// Delivers `n` requests through `transport` at `rate` with at most `cap` in
+/// flight; the journal writes on the task, so a paused clock stays exact.
+async fn deliver_timed(transport: Arc<Timed>, rate: f64, cap: usize, n: usize) -> u64 {
+    let target = Target {
+        transport,
+        bot: bot(),
+        budget: Arc::new(BotBudget::new(rate)),
+        gate: None,
+    };
+    let mut settings = settings(cap);
+    settings.retries = 10;
+    settings.drain = Duration::from_secs(60);
+    let result = deliver(
+        requests(n),
+        target,
+        settings,
+        JournalHandle::immediate(Box::new(NullJournal)),
+        Stopper::default(),
+        Arc::new(Stats::default()),
+    )
+    .await;
+    result.sent
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_429s_do_not_collapse_the_rate() {
+    use rand::{Rng, SeedableRng};
+    let draws: Vec<bool> = {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        (0..2000).map(|_| rng.random_bool(0.1)).collect()
+    };
+    let transport = Timed::new(move |n| {
+        let reply = if draws.get(n as usize).copied().unwrap_or(false) {
+            Reply::Retryable {
+                status: Some(429),
+                text: "rate limit exceeded".into(),
+                retry_after: Some(Duration::from_secs(1)),
+            }
+        } else {
+            sent()
+        };
+        (Duration::from_millis(50), reply)
+    });
+    let sent = deliver_timed(transport.clone(), 25.0, 64, 600).await;
+    assert_eq!(sent, 600, "everyone got through, 429s retried");
+    let rate = transport.call_rate();
+    assert!(rate >= 22.0, "{rate}/s");
+}
+
+/// Records attempts with the number of rate permits handed out at that moment.
+struct PermitWitness {
+    budget: Arc<BotBudget>,
+    log: Arc<Mutex<Vec<(String, u64)>>>,
+}
+
+impl Journal for PermitWitness {
+    fn attempted(&mut self, batch: &[AttemptEntry]) -> Result<(), String> {
+        let permits = self.budget.permits();
+        let mut log = self.log.lock().expect("log");
+        log.extend(batch.iter().map(|a| (a.key.clone(), permits)));
+        Ok(())
+    }
+    fn settled(&mut self, _: &[OutcomeEntry]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Fails each recipient's first request with a 500; checks that every request
+/// leaves after its recipient's attempt record.
+struct AfterRecord {
+    log: Arc<Mutex<Vec<(String, u64)>>>,
+    tried: Mutex<std::collections::HashSet<String>>,
+    unrecorded: AtomicU64,
+}
+
+impl Transport for AfterRecord {
+    fn send<'a>(
+        &'a self,
+        _: &'a BotAuth,
+        request: &'a WireRequest,
+    ) -> Pin<Box<dyn Future<Output = Reply> + Send + 'a>> {
+        Box::pin(async move {
+            let WireRequest::V2(body) = request else {
+                return sent();
+            };
+            let key = body.body["customer_id"].as_str().unwrap_or("").to_owned();
+            if !self.log.lock().expect("log").iter().any(|(k, _)| *k == key) {
+                self.unrecorded.fetch_add(1, Ordering::SeqCst);
+            }
+            if self.tried.lock().expect("tried").insert(key) {
+                Reply::Retryable {
+                    status: Some(500),
+                    text: "busy".into(),
+                    retry_after: None,
+                }
+            } else {
+                sent()
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_attempt_is_recorded_once_its_request_holds_the_rate_permit() {
+    let budget = Arc::new(BotBudget::new(200.0));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let transport = Arc::new(AfterRecord {
+        log: log.clone(),
+        tried: Mutex::new(Default::default()),
+        unrecorded: AtomicU64::new(0),
+    });
+    let target = Target {
+        transport: transport.clone(),
+        bot: bot(),
+        budget: budget.clone(),
+        gate: None,
+    };
+    let journal = PermitWitness {
+        budget: budget.clone(),
+        log: log.clone(),
+    };
+    let (journal, thread) = JournalHandle::start(Box::new(journal)).expect("journal thread");
+    // Ten recipients taken at once, all waiting for the rate's slots.
+    let result = deliver(
+        requests(30),
+        target,
+        settings(10),
+        journal,
+        Stopper::default(),
+        Arc::new(Stats::default()),
+    )
+    .await;
+    let _ = thread.join();
+    assert_eq!(result.sent, 30);
+    assert_eq!(transport.unrecorded.load(Ordering::SeqCst), 0);
+    let log = log.lock().expect("log");
+    // One record per recipient, though each was sent twice.
+    assert_eq!(log.len(), 30);
+    assert_eq!(result.requests, 60);
+    // The n-th record was written once at least n permits were out: nobody
+    // is recorded while still waiting for its turn.
+    for (n, (key, permits)) in log.iter().enumerate() {
+        assert!(
+            *permits > n as u64,
+            "{key} recorded as #{n} with {permits} permits out"
+        );
+    }
 }

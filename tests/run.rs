@@ -333,6 +333,58 @@ fn the_rate_limiter_never_exceeds_its_budget_in_any_second() {
     );
 }
 
+/// SIGKILL while recipients wait for the rate permit: only requests that
+/// really left may read as `unknown` afterwards (SPEC section 6).
+#[cfg(unix)]
+#[test]
+fn after_a_kill_unknown_recipients_are_only_those_whose_request_left() {
+    use smax_campaign::state::{OutcomeClass, SqliteStore, StateStore};
+    // The first request is held by the sandbox; the next slot is 20 s away,
+    // so the other recipients taken are waiting for their turn at the kill.
+    let sandbox = SandboxProc::start(&["--bot", &format!("bot-1={TOKEN}"), "--latency", "30000"]);
+    let p = project("v2");
+    p.write("customers.csv", &customers_csv(30));
+    p.write(
+        "c.yaml",
+        &v2_campaign("")
+            .replace("rate: 1000", "rate: 0.05")
+            .replace("concurrency: 8", "concurrency: 25")
+            .replace("timeout: 2s", "timeout: 60s"),
+    );
+    let env = env(&sandbox.url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut child = p.spawn(&["run", "c.yaml"], &env);
+    assert!(
+        sandbox.wait_for_records(1, Duration::from_secs(30)),
+        "the run started sending"
+    );
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let received: Vec<String> = sandbox
+        .records()
+        .iter()
+        .map(|r| {
+            r["recipient"]["customer_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let store = SqliteStore::open_read_only(&p.path().join(".smax/state.db"))
+        .expect("state")
+        .expect("exists");
+    // In flight at the kill: what the next run settles as `unknown`.
+    let in_flight: Vec<String> = store
+        .deliveries("reminder", &[OutcomeClass::Attempted], None)
+        .expect("deliveries")
+        .into_iter()
+        .map(|d| d.key)
+        .collect();
+    assert_eq!(in_flight, received);
+}
+
 #[test]
 fn rate_above_25_is_refused_against_the_real_api() {
     let p = project("v2");

@@ -1,15 +1,18 @@
 //! The send loop.
 //!
 //! Pacing: each request waits for its bot's [`BotBudget`] slot, so requests
-//! are spaced evenly at the bot's rate whatever the concurrency; `concurrency`
-//! only bounds how many are in flight (a semaphore permit is held from the
-//! attempt record to the outcome record, so at most `concurrency` recipients
-//! can ever be "attempted without outcome").
+//! are spaced evenly at the bot's rate whatever the concurrency, and no
+//! sliding second (plus a margin) ever holds more than `rate` of them (see
+//! [`budget`]). `concurrency` only bounds how many recipients are worked on
+//! at once.
 //!
 //! Durability: a recipient is journaled as attempted (durably, group-committed)
-//! before its request leaves, and its outcome is journaled before its permit
-//! is released. A crash therefore leaves at most `concurrency` recipients whose
-//! outcome is unknown, and none that was sent without a record.
+//! once its request holds the rate permit, right before it leaves; retries
+//! reuse that record. Its outcome is journaled before its permit is released. A
+//! crash therefore leaves `unknown` only recipients whose request may really
+//! have left (those between their permit and their answer: about `rate ×
+//! round trip`), and none that was sent without a record. A recipient taken
+//! but stopped before its permit has no record and stays pending.
 //!
 //! Outcome classes (SPEC section 6): sent; rejected (not retried); retryable
 //! (429 honouring Retry-After and slowing the bot, 5xx, connection refused:
@@ -18,8 +21,8 @@
 //! unless `retry_unknown`); fatal (401/403: the run stops at once). A breaker
 //! stops the run after 20 final failures in a row that look the same, and
 //! `max_failures` stops it past its share or count. A stop never abandons a
-//! recipient silently: one taken but not sent is recorded `not-sent`, and the
-//! next run picks it up.
+//! recorded recipient silently: one attempted but not sent is recorded
+//! `not-sent`, and the next run picks it up.
 
 pub mod budget;
 pub mod journal;
@@ -27,13 +30,14 @@ pub mod journal;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-pub use budget::{BotBudget, Budgets};
+pub use budget::{Answer, BotBudget, Budgets, Launched, Permit};
 pub use journal::{AttemptEntry, Journal, JournalHandle, NullJournal, OutcomeEntry};
 
 use crate::api::{BotAuth, Reply, Transport};
@@ -276,8 +280,7 @@ pub async fn deliver(
     stats: Arc<Stats>,
 ) -> DeliveryResult {
     let started = Instant::now();
-    let concurrency = settings.concurrency.max(1);
-    let permits = Arc::new(Semaphore::new(concurrency));
+    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let judge = Arc::new(Mutex::new(Judge::default()));
     let settings = Arc::new(settings);
     let target = Arc::new(target);
@@ -287,8 +290,8 @@ pub async fn deliver(
         if stopper.is_stopped() {
             break;
         }
-        // Biased: once the run stops, a free permit must not win the race.
-        let permit = tokio::select! {
+        // Biased: once the run stops, a free slot must not win the race.
+        let slot = tokio::select! {
             biased;
             _ = stopper.stopped() => break,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -314,11 +317,14 @@ pub async fn deliver(
             judge.clone(),
         );
         tasks.spawn(async move {
-            deliver_one(
-                request, &target, &settings, &journal, &stopper, &stats, &judge,
-            )
-            .await;
-            drop(permit);
+            let sender = Sender {
+                target: &target,
+                settings: &settings,
+                journal: &journal,
+                stopper: &stopper,
+                stats: &stats,
+            };
+            sender.deliver_one(request, slot, &judge).await;
         });
     }
     // Stop reading the audience; the producer sees the closed channel.
@@ -356,150 +362,195 @@ fn backoff(settings: &Settings, retry: u32) -> Duration {
     Duration::from_secs_f64(rand::rng().random_range(capped / 2.0..=capped.max(0.001)))
 }
 
-async fn deliver_one(
-    request: RenderedRequest,
-    target: &Target,
-    settings: &Settings,
-    journal: &JournalHandle,
-    stopper: &Stopper,
-    stats: &Stats,
-    judge: &Mutex<Judge>,
-) {
-    let entry = AttemptEntry {
-        key: request.key.clone(),
-        file: request.origin.file.display().to_string(),
-        row: request.origin.line,
-    };
-    if let Err(error) = journal.attempted(entry).await {
-        stopper.stop(StopReason::Journal { error });
-        return;
-    }
-    stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    let outcome = attempt_until_settled(&request, target, settings, stopper, stats).await;
-    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-    let class = outcome.class;
-    tracing::debug!(
-        key = %request.key,
-        row = %request.origin,
-        outcome = class.as_str(),
-        attempts = outcome.attempts,
-        status = ?outcome.status,
-        text = outcome.text.as_deref().unwrap_or(""),
-        "delivered"
-    );
-    let record = OutcomeEntry {
-        key: request.key.clone(),
-        outcome: outcome.clone(),
-    };
-    if let Err(error) = journal.settled(record).await {
-        stopper.stop(StopReason::Journal { error });
-    }
-    stats.counter(class).fetch_add(1, Ordering::Relaxed);
-    judge_outcome(&outcome, settings, stopper, stats, judge);
+/// How a recipient's delivery ended.
+struct Settled {
+    outcome: Outcome,
+    /// Whether its attempt was recorded (then its outcome must be too).
+    recorded: bool,
 }
 
-async fn attempt_until_settled(
-    request: &RenderedRequest,
-    target: &Target,
-    settings: &Settings,
-    stopper: &Stopper,
-    stats: &Stats,
-) -> Outcome {
-    let mut attempts = 0u32;
-    let not_sent = |attempts, status, text: String| Outcome {
-        class: OutcomeClass::NotSent,
-        attempts,
-        status,
-        text: Some(text),
-    };
-    loop {
-        tokio::select! {
-            biased;
-            _ = stopper.stopped() => return not_sent(attempts, None, "run stopped before sending".into()),
-            _ = target.budget.acquire() => {}
-        }
-        if stopper.is_stopped() {
-            return not_sent(attempts, None, "run stopped before sending".into());
-        }
-        if let Some(gate) = &target.gate {
-            if !gate() {
-                stopper.stop(StopReason::WindowClosed);
-                return not_sent(attempts, None, "the send window closed".into());
+/// What one recipient's delivery works with.
+struct Sender<'a> {
+    target: &'a Target,
+    settings: &'a Settings,
+    journal: &'a JournalHandle,
+    stopper: &'a Stopper,
+    stats: &'a Stats,
+}
+
+impl Sender<'_> {
+    async fn deliver_one(
+        &self,
+        request: RenderedRequest,
+        slot: OwnedSemaphorePermit,
+        judge: &Mutex<Judge>,
+    ) {
+        let stats = self.stats;
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let settled = self.attempt_until_settled(&request).await;
+        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // None: the attempt could not be recorded, so nothing was sent and
+        // nothing more can be recorded; the run is stopping.
+        let Some(Settled { outcome, recorded }) = settled else {
+            return;
+        };
+        let class = outcome.class;
+        tracing::debug!(
+            key = %request.key,
+            row = %request.origin,
+            outcome = class.as_str(),
+            attempts = outcome.attempts,
+            status = ?outcome.status,
+            text = outcome.text.as_deref().unwrap_or(""),
+            "delivered"
+        );
+        // A recipient never recorded as attempted stays pending: there is
+        // nothing to settle, and the next run takes it up as new.
+        if recorded {
+            let record = OutcomeEntry {
+                key: request.key.clone(),
+                outcome: outcome.clone(),
+            };
+            if let Err(error) = self.journal.settled(record).await {
+                self.stopper.stop(StopReason::Journal { error });
             }
         }
-        attempts += 1;
-        stats.requests.fetch_add(1, Ordering::Relaxed);
-        let reply = target.transport.send(&target.bot, &request.wire).await;
-        let retry_allowed = attempts <= settings.retries;
-        match reply {
-            Reply::Sent { status, result } => {
-                target.budget.on_success();
-                return Outcome {
-                    class: OutcomeClass::Sent,
+        stats.counter(class).fetch_add(1, Ordering::Relaxed);
+        judge_outcome(&outcome, self.settings, self.stopper, stats, judge);
+        // Only now, with the outcome durable, is the slot given back.
+        drop(slot);
+    }
+
+    async fn attempt_until_settled(&self, request: &RenderedRequest) -> Option<Settled> {
+        let (target, settings, stopper, stats) =
+            (self.target, self.settings, self.stopper, self.stats);
+        let mut attempts = 0u32;
+        let mut recorded = false;
+        let not_sent = |attempts, recorded, status, text: &str| {
+            Some(Settled {
+                outcome: Outcome {
+                    class: OutcomeClass::NotSent,
                     attempts,
-                    status: Some(status),
-                    text: result,
-                };
-            }
-            Reply::Rejected { status, text } => {
-                return Outcome {
-                    class: OutcomeClass::Rejected,
-                    attempts,
-                    status: Some(status),
-                    text: Some(text),
-                };
-            }
-            Reply::Fatal { status, text } => {
-                stopper.stop(StopReason::Fatal {
                     status,
-                    text: text.clone(),
-                });
-                return not_sent(attempts, Some(status), text);
-            }
-            Reply::Unknown { text } if !(settings.retry_unknown && retry_allowed) => {
-                return Outcome {
-                    class: OutcomeClass::Unknown,
+                    text: Some(text.to_owned()),
+                },
+                recorded,
+            })
+        };
+        let settled = |class, attempts, status, text| {
+            Some(Settled {
+                outcome: Outcome {
+                    class,
                     attempts,
-                    status: None,
-                    text: Some(text),
+                    status,
+                    text,
+                },
+                recorded: true,
+            })
+        };
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = stopper.stopped() => return not_sent(attempts, recorded, None, STOPPED),
+                p = target.budget.acquire() => p,
+            };
+            if stopper.is_stopped() {
+                return not_sent(attempts, recorded, None, STOPPED);
+            }
+            if let Some(gate) = &target.gate {
+                if !gate() {
+                    stopper.stop(StopReason::WindowClosed);
+                    return not_sent(attempts, recorded, None, "the send window closed");
+                }
+            }
+            if !recorded {
+                // Recorded only now that the request holds its rate permit, so
+                // that after a crash `unknown` means "may really have been
+                // sent", not "was waiting for its turn". Retries reuse it.
+                let entry = AttemptEntry {
+                    key: request.key.clone(),
+                    file: request.origin.file.display().to_string(),
+                    row: request.origin.line,
                 };
-            }
-            Reply::Unknown { .. } => {
-                if wait_or_stop(backoff(settings, attempts), stopper).await {
-                    return Outcome {
-                        class: OutcomeClass::Unknown,
-                        attempts,
-                        status: None,
-                        text: Some("run stopped before the retry".into()),
-                    };
+                if let Err(error) = self.journal.attempted(entry).await {
+                    stopper.stop(StopReason::Journal { error });
+                    return None;
                 }
+                recorded = true;
             }
-            Reply::Retryable {
-                status,
-                text,
-                retry_after,
-            } => {
-                let mut delay = backoff(settings, attempts);
-                if status == Some(429) {
-                    stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    target.budget.on_rate_limited(retry_after);
-                    delay = delay.max(retry_after.unwrap_or_default());
+            let launched = tokio::select! {
+                biased;
+                _ = stopper.stopped() => return not_sent(attempts, recorded, None, STOPPED),
+                l = permit.launch() => l,
+            };
+            attempts += 1;
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            let reply = target.transport.send(&target.bot, &request.wire).await;
+            let answer = match &reply {
+                Reply::Sent { .. } | Reply::Rejected { .. } => Answer::Accepted,
+                Reply::Retryable {
+                    status: Some(429),
+                    retry_after,
+                    ..
+                } => Answer::RateLimited {
+                    retry_after: *retry_after,
+                },
+                _ => Answer::Other,
+            };
+            launched.answered(answer);
+            let retry_allowed = attempts <= settings.retries;
+            match reply {
+                Reply::Sent { status, result } => {
+                    return settled(OutcomeClass::Sent, attempts, Some(status), result);
                 }
-                if !retry_allowed {
-                    return Outcome {
-                        class: OutcomeClass::Failed,
-                        attempts,
+                Reply::Rejected { status, text } => {
+                    return settled(OutcomeClass::Rejected, attempts, Some(status), Some(text));
+                }
+                Reply::Fatal { status, text } => {
+                    stopper.stop(StopReason::Fatal {
                         status,
-                        text: Some(text),
-                    };
+                        text: text.clone(),
+                    });
+                    return not_sent(attempts, recorded, Some(status), &text);
                 }
-                if wait_or_stop(delay, stopper).await {
-                    return not_sent(attempts, status, text);
+                Reply::Unknown { text } if !(settings.retry_unknown && retry_allowed) => {
+                    return settled(OutcomeClass::Unknown, attempts, None, Some(text));
+                }
+                Reply::Unknown { .. } => {
+                    if wait_or_stop(backoff(settings, attempts), stopper).await {
+                        return settled(
+                            OutcomeClass::Unknown,
+                            attempts,
+                            None,
+                            Some("run stopped before the retry".into()),
+                        );
+                    }
+                }
+                Reply::Retryable {
+                    status,
+                    text,
+                    retry_after,
+                } => {
+                    let mut delay = backoff(settings, attempts);
+                    if status == Some(429) {
+                        stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        // Honoured for this recipient always; the budget
+                        // decides whether the whole bot pauses too.
+                        delay = delay.max(retry_after.unwrap_or_default());
+                    }
+                    if !retry_allowed {
+                        return settled(OutcomeClass::Failed, attempts, status, Some(text));
+                    }
+                    if wait_or_stop(delay, stopper).await {
+                        return not_sent(attempts, recorded, status, &text);
+                    }
                 }
             }
         }
     }
 }
+
+const STOPPED: &str = "run stopped before sending";
 
 /// Sleeps, unless the run stops first (then true).
 async fn wait_or_stop(delay: Duration, stopper: &Stopper) -> bool {
