@@ -299,6 +299,46 @@ async fn deliver_timed(transport: Arc<Timed>, rate: f64, cap: usize, n: usize) -
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_one_second_round_trip_still_reaches_the_rate() {
+    let transport = Timed::new(|_| (Duration::from_secs(1), sent()));
+    let sent = deliver_timed(transport.clone(), 25.0, 64, 300).await;
+    assert_eq!(sent, 300);
+    let rate = transport.call_rate();
+    assert!(rate >= 24.5, "{rate}/s");
+    // About 25 out at once, as Little's law wants; never more than the cap.
+    let most = transport.most_out.load(Ordering::SeqCst);
+    assert!((25..=64).contains(&most), "{most}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_concurrency_cap_holds_even_when_the_round_trip_wants_more() {
+    let transport = Timed::new(|_| (Duration::from_secs(1), sent()));
+    let sent = deliver_timed(transport.clone(), 25.0, 8, 80).await;
+    assert_eq!(sent, 80);
+    assert_eq!(transport.most_out.load(Ordering::SeqCst), 8);
+    // Eight at a time, a second each.
+    assert!(transport.call_rate() < 9.0, "{}", transport.call_rate());
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_requests_do_not_hold_back_the_rate() {
+    // Every tenth request hangs for 10 s, then times out; the rest answer in 50 ms.
+    let transport = Timed::new(|n| {
+        if n % 10 == 9 {
+            let unknown = Reply::Unknown {
+                text: "timed out".into(),
+            };
+            (Duration::from_secs(10), unknown)
+        } else {
+            (Duration::from_millis(50), sent())
+        }
+    });
+    deliver_timed(transport.clone(), 25.0, 64, 400).await;
+    let rate = transport.call_rate();
+    assert!(rate >= 24.0, "{rate}/s");
+}
+
+#[tokio::test(start_paused = true)]
 async fn random_429s_do_not_collapse_the_rate() {
     use rand::{Rng, SeedableRng};
     let draws: Vec<bool> = {

@@ -94,6 +94,9 @@ pub struct HttpTransport {
 /// above the platform's limit) can never make a test reach the real API.
 pub const LOOPBACK_ONLY_ENV: &str = "SMAX_LOOPBACK_ONLY";
 
+/// How long an idle connection is kept for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 fn loopback_only() -> bool {
     std::env::var_os(LOOPBACK_ONLY_ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
@@ -108,6 +111,7 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 }
 
 impl HttpTransport {
+    /// `pool_size`: the most requests in flight at once (`delivery.concurrency`).
     pub fn new(base_url: &str, timeout: Duration, pool_size: usize) -> Result<Self, String> {
         if loopback_only() {
             let url =
@@ -125,8 +129,13 @@ impl HttpTransport {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
+            // The in-flight limit adapts below `pool_size`, so connections
+            // fall idle and are wanted again a moment later: keep up to the
+            // cap. Drop them well before servers' usual keep-alive (the
+            // sandbox's 30 s, proxies' 60 s): a request written into a
+            // connection the server is closing fails as `unknown`.
             .pool_max_idle_per_host(pool_size.max(1))
-            .pool_idle_timeout(Duration::from_secs(50))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .user_agent(concat!("smax-campaign/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -595,7 +595,7 @@ impl Default for Delivery {
     fn default() -> Self {
         Delivery {
             rate: crate::api::PLATFORM_RATE_LIMIT,
-            concurrency: 8,
+            concurrency: 64,
             timeout: Duration::from_secs(10),
             retries: 5,
             max_failures: MaxFailures::Share(0.05),

@@ -311,7 +311,7 @@ pub struct DeliverySpec {
     #[schemars(range(min = 0.01))]
     pub rate: Option<f64>,
     /// The most requests in flight at once. Below this cap the number adapts
-    /// to the observed round trip so the bot reaches its rate. Default 8.
+    /// to the observed round trip so the bot reaches its rate. Default 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1024))]
     pub concurrency: Option<u32>,

@@ -3,12 +3,13 @@
 //! Pacing: each request waits for its bot's [`BotBudget`] slot, so requests
 //! are spaced evenly at the bot's rate whatever the concurrency, and no
 //! sliding second (plus a margin) ever holds more than `rate` of them (see
-//! [`budget`]). `concurrency` only bounds how many recipients are worked on
-//! at once.
+//! [`budget`]). How many recipients are worked on at once adapts to the
+//! round trip, up to `concurrency` (see [`inflight`]): enough for the rate,
+//! with round trips up to a second and beyond.
 //!
 //! Durability: a recipient is journaled as attempted (durably, group-committed)
 //! once its request holds the rate permit, right before it leaves; retries
-//! reuse that record. Its outcome is journaled before its permit is released. A
+//! reuse that record. Its outcome is journaled before its slot is released. A
 //! crash therefore leaves `unknown` only recipients whose request may really
 //! have left (those between their permit and their answer: about `rate ×
 //! round trip`), and none that was sent without a record. A recipient taken
@@ -25,6 +26,7 @@
 //! `not-sent`, and the next run picks it up.
 
 pub mod budget;
+pub mod inflight;
 pub mod journal;
 
 use std::collections::HashMap;
@@ -34,10 +36,11 @@ use std::time::Duration;
 
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 pub use budget::{Answer, BotBudget, Budgets, Launched, Permit};
+pub use inflight::{InFlight, Slot};
 pub use journal::{AttemptEntry, Journal, JournalHandle, NullJournal, OutcomeEntry};
 
 use crate::api::{BotAuth, Reply, Transport};
@@ -173,6 +176,8 @@ impl Stopper {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The most recipients in flight at once (a cap: below it the number
+    /// adapts to the round trip).
     pub concurrency: usize,
     pub retries: u32,
     pub retry_unknown: bool,
@@ -280,7 +285,7 @@ pub async fn deliver(
     stats: Arc<Stats>,
 ) -> DeliveryResult {
     let started = Instant::now();
-    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let inflight = Arc::new(InFlight::new(settings.concurrency));
     let judge = Arc::new(Mutex::new(Judge::default()));
     let settings = Arc::new(settings);
     let target = Arc::new(target);
@@ -294,7 +299,7 @@ pub async fn deliver(
         let slot = tokio::select! {
             biased;
             _ = stopper.stopped() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            s = inflight.admit(|| target.budget.current_rate()) => s,
         };
         if let Some(gate) = &target.gate {
             if !gate() {
@@ -308,13 +313,14 @@ pub async fn deliver(
             r = requests.recv() => match r { Some(r) => r, None => break },
         };
         while tasks.try_join_next().is_some() {}
-        let (target, settings, journal, stopper, stats, judge) = (
+        let (target, settings, journal, stopper, stats, judge, inflight) = (
             target.clone(),
             settings.clone(),
             journal.clone(),
             stopper.clone(),
             stats.clone(),
             judge.clone(),
+            inflight.clone(),
         );
         tasks.spawn(async move {
             let sender = Sender {
@@ -323,6 +329,7 @@ pub async fn deliver(
                 journal: &journal,
                 stopper: &stopper,
                 stats: &stats,
+                inflight: &inflight,
             };
             sender.deliver_one(request, slot, &judge).await;
         });
@@ -376,18 +383,14 @@ struct Sender<'a> {
     journal: &'a JournalHandle,
     stopper: &'a Stopper,
     stats: &'a Stats,
+    inflight: &'a InFlight,
 }
 
 impl Sender<'_> {
-    async fn deliver_one(
-        &self,
-        request: RenderedRequest,
-        slot: OwnedSemaphorePermit,
-        judge: &Mutex<Judge>,
-    ) {
+    async fn deliver_one(&self, request: RenderedRequest, mut slot: Slot, judge: &Mutex<Judge>) {
         let stats = self.stats;
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let settled = self.attempt_until_settled(&request).await;
+        let settled = self.attempt_until_settled(&request, &mut slot).await;
         stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         // None: the attempt could not be recorded, so nothing was sent and
         // nothing more can be recorded; the run is stopping.
@@ -421,7 +424,11 @@ impl Sender<'_> {
         drop(slot);
     }
 
-    async fn attempt_until_settled(&self, request: &RenderedRequest) -> Option<Settled> {
+    async fn attempt_until_settled(
+        &self,
+        request: &RenderedRequest,
+        slot: &mut Slot,
+    ) -> Option<Settled> {
         let (target, settings, stopper, stats) =
             (self.target, self.settings, self.stopper, self.stats);
         let mut attempts = 0u32;
@@ -454,6 +461,7 @@ impl Sender<'_> {
                 _ = stopper.stopped() => return not_sent(attempts, recorded, None, STOPPED),
                 p = target.budget.acquire() => p,
             };
+            let held_since = Instant::now();
             if stopper.is_stopped() {
                 return not_sent(attempts, recorded, None, STOPPED);
             }
@@ -485,7 +493,7 @@ impl Sender<'_> {
             };
             attempts += 1;
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            let reply = target.transport.send(&target.bot, &request.wire).await;
+            let reply = self.exchange(request, slot).await;
             let answer = match &reply {
                 Reply::Sent { .. } | Reply::Rejected { .. } => Answer::Accepted,
                 Reply::Retryable {
@@ -497,6 +505,19 @@ impl Sender<'_> {
                 },
                 _ => Answer::Other,
             };
+            let answered = matches!(
+                reply,
+                Reply::Sent { .. }
+                    | Reply::Rejected { .. }
+                    | Reply::Fatal { .. }
+                    | Reply::Retryable {
+                        status: Some(_),
+                        ..
+                    }
+            );
+            if answered {
+                self.inflight.observe(held_since.elapsed());
+            }
             launched.answered(answer);
             let retry_allowed = attempts <= settings.retries;
             match reply {
@@ -517,7 +538,7 @@ impl Sender<'_> {
                     return settled(OutcomeClass::Unknown, attempts, None, Some(text));
                 }
                 Reply::Unknown { .. } => {
-                    if wait_or_stop(backoff(settings, attempts), stopper).await {
+                    if self.wait(backoff(settings, attempts), slot).await {
                         return settled(
                             OutcomeClass::Unknown,
                             attempts,
@@ -541,12 +562,39 @@ impl Sender<'_> {
                     if !retry_allowed {
                         return settled(OutcomeClass::Failed, attempts, status, Some(text));
                     }
-                    if wait_or_stop(delay, stopper).await {
+                    if self.wait(delay, slot).await {
                         return not_sent(attempts, recorded, status, &text);
                     }
                 }
             }
         }
+    }
+
+    /// One HTTP exchange. A request out far longer than the round trip stops
+    /// counting against the in-flight limit until it ends, so that hung
+    /// requests do not starve the bot's rate.
+    async fn exchange(&self, request: &RenderedRequest, slot: &mut Slot) -> Reply {
+        let send = self.target.transport.send(&self.target.bot, &request.wire);
+        tokio::pin!(send);
+        let overdue = tokio::time::sleep(self.inflight.overdue());
+        tokio::select! {
+            reply = &mut send => reply,
+            () = overdue => {
+                slot.set_active(false);
+                let reply = send.await;
+                slot.set_active(true);
+                reply
+            }
+        }
+    }
+
+    /// Waits out a backoff, not counted against the in-flight limit; true when
+    /// the run stopped first.
+    async fn wait(&self, delay: Duration, slot: &mut Slot) -> bool {
+        slot.set_active(false);
+        let stopped = wait_or_stop(delay, self.stopper).await;
+        slot.set_active(true);
+        stopped
     }
 }
 
