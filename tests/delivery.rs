@@ -286,16 +286,26 @@ async fn deliver_timed(transport: Arc<Timed>, rate: f64, cap: usize, n: usize) -
     let mut settings = settings(cap);
     settings.retries = 10;
     settings.drain = Duration::from_secs(60);
-    let result = deliver(
+    let journal = JournalHandle::immediate(Box::new(NullJournal));
+    deliver_all(n, target, settings, journal).await.sent
+}
+
+async fn deliver_all(
+    n: usize,
+    target: Target,
+    settings: Settings,
+    journal: JournalHandle,
+) -> smax_campaign::delivery::DeliveryResult {
+    let stats = Arc::new(Stats::default());
+    deliver(
         requests(n),
         target,
         settings,
-        JournalHandle::immediate(Box::new(NullJournal)),
+        journal,
         Stopper::default(),
-        Arc::new(Stats::default()),
+        stats,
     )
-    .await;
-    result.sent
+    .await
 }
 
 #[tokio::test(start_paused = true)]
@@ -437,15 +447,7 @@ async fn an_attempt_is_recorded_once_its_request_holds_the_rate_permit() {
     };
     let (journal, thread) = JournalHandle::start(Box::new(journal)).expect("journal thread");
     // Ten recipients taken at once, all waiting for the rate's slots.
-    let result = deliver(
-        requests(30),
-        target,
-        settings(10),
-        journal,
-        Stopper::default(),
-        Arc::new(Stats::default()),
-    )
-    .await;
+    let result = deliver_all(30, target, settings(10), journal).await;
     let _ = thread.join();
     assert_eq!(result.sent, 30);
     assert_eq!(transport.unrecorded.load(Ordering::SeqCst), 0);

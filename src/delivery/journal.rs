@@ -71,23 +71,27 @@ struct Latched {
     failed: Option<String>,
 }
 
-impl Latched {
-    fn write(
-        &mut self,
-        op: impl FnOnce(&mut dyn Journal) -> Result<(), String>,
-    ) -> Result<(), String> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        let result = op(self.journal.as_mut());
-        if let Err(e) = &result {
-            self.failed = Some(e.clone());
-        }
-        result
-    }
-}
-
 const MAX_BATCH: usize = 1024;
+
+/// Writes one batch, unless an earlier write failed: once one did, nothing
+/// more is acknowledged as durable.
+fn commit<T>(
+    failed: &mut Option<String>,
+    batch: &[T],
+    write: impl FnOnce(&[T]) -> Result<(), String>,
+) -> Result<(), String> {
+    if let Some(e) = failed {
+        return Err(e.clone());
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let result = write(batch);
+    if let Err(e) = &result {
+        *failed = Some(e.clone());
+    }
+    result
+}
 
 impl JournalHandle {
     pub fn start(
@@ -122,28 +126,13 @@ impl JournalHandle {
                             }
                         }
                     }
-                    // Once a write failed, nothing more is acknowledged as durable.
                     // Attempts first, acknowledged at once: each holds a rate
                     // permit and leaves as soon as its record is durable.
-                    let attempt_result = match &failed {
-                        Some(e) => Err(e.clone()),
-                        None if attempts.is_empty() => Ok(()),
-                        None => journal.attempted(&attempts),
-                    };
-                    if let Err(e) = &attempt_result {
-                        failed.get_or_insert(e.clone());
-                    }
+                    let attempt_result = commit(&mut failed, &attempts, |b| journal.attempted(b));
                     for ack in attempt_acks {
                         let _ = ack.send(attempt_result.clone());
                     }
-                    let outcome_result = match &failed {
-                        Some(e) => Err(e.clone()),
-                        None if outcomes.is_empty() => Ok(()),
-                        None => journal.settled(&outcomes),
-                    };
-                    if let Err(e) = &outcome_result {
-                        failed.get_or_insert(e.clone());
-                    }
+                    let outcome_result = commit(&mut failed, &outcomes, |b| journal.settled(b));
                     for ack in outcome_acks {
                         let _ = ack.send(outcome_result.clone());
                     }
@@ -180,27 +169,28 @@ impl JournalHandle {
             .map_err(|_| "the state writer has stopped".to_string())?
     }
 
-    fn immediately(
+    fn immediately<T>(
         latched: &Mutex<Latched>,
-        op: impl FnOnce(&mut dyn Journal) -> Result<(), String>,
+        record: &T,
+        write: impl FnOnce(&mut dyn Journal, &[T]) -> Result<(), String>,
     ) -> Result<(), String> {
-        latched.lock().unwrap_or_else(|e| e.into_inner()).write(op)
+        let mut latched = latched.lock().unwrap_or_else(|e| e.into_inner());
+        let Latched { journal, failed } = &mut *latched;
+        commit(failed, std::slice::from_ref(record), |b| {
+            write(journal.as_mut(), b)
+        })
     }
 
     pub async fn attempted(&self, entry: AttemptEntry) -> Result<(), String> {
         match &self.writer {
-            Writer::Immediate(latched) => {
-                Self::immediately(latched, |j| j.attempted(std::slice::from_ref(&entry)))
-            }
+            Writer::Immediate(latched) => Self::immediately(latched, &entry, |j, b| j.attempted(b)),
             Writer::Thread(tx) => Self::call(tx, |ack| Op::Attempt(entry, ack)).await,
         }
     }
 
     pub async fn settled(&self, entry: OutcomeEntry) -> Result<(), String> {
         match &self.writer {
-            Writer::Immediate(latched) => {
-                Self::immediately(latched, |j| j.settled(std::slice::from_ref(&entry)))
-            }
+            Writer::Immediate(latched) => Self::immediately(latched, &entry, |j, b| j.settled(b)),
             Writer::Thread(tx) => Self::call(tx, |ack| Op::Outcome(entry, ack)).await,
         }
     }
