@@ -128,7 +128,7 @@ def send_run(name, sends, sandbox_args, concurrency=None, load=False):
         hogs = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(os.cpu_count() or 2)]
     try:
         start = time.monotonic()
-        subprocess.run([BIN, "-q", "run", path, "--state", state_file(name)], env=run_env(sandbox.url),
+        subprocess.run([BIN, "-q", "run", path, "--state", state_file(name), "--new-state"], env=run_env(sandbox.url),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         wall = time.monotonic() - start
     finally:
@@ -160,7 +160,7 @@ def kill_once(i, rng):
     state = state_file(name)
     sandbox = Sandbox("--rate", "25", "--latency", "50")
     try:
-        child = subprocess.Popen([BIN, "-q", "run", path, "--state", state], env=run_env(sandbox.url),
+        child = subprocess.Popen([BIN, "-q", "run", path, "--state", state, "--new-state"], env=run_env(sandbox.url),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         after = rng.uniform(2.0, 5.0)
         time.sleep(after)
