@@ -218,7 +218,18 @@ impl SqliteStore {
         }
         // A hard link fails when the name exists, so a store another process created
         // meanwhile is never replaced; then that one is opened instead.
-        let linked = std::fs::hard_link(&temp, path);
+        let linked = match std::fs::hard_link(&temp, path) {
+            // A file system without hard links: a rename, checked first (a narrow race
+            // with another creator, on such file systems only).
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                if std::fs::symlink_metadata(path).is_ok() {
+                    Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+                } else {
+                    std::fs::rename(&temp, path).map_err(|_| e)
+                }
+            }
+            other => other,
+        };
         let _ = std::fs::remove_file(&temp);
         match linked {
             Ok(()) => Ok((SqliteStore::open(path)?, true)),
