@@ -377,6 +377,8 @@ async fn random_429s_do_not_collapse_the_rate() {
 struct PermitWitness {
     budget: Arc<BotBudget>,
     log: Arc<Mutex<Vec<(String, u64)>>>,
+    /// Outcomes as recorded: key, class, requests the record adds.
+    events: Arc<Mutex<Vec<(String, OutcomeClass, u32)>>>,
 }
 
 impl Journal for PermitWitness {
@@ -386,7 +388,13 @@ impl Journal for PermitWitness {
         log.extend(batch.iter().map(|a| (a.key.clone(), permits)));
         Ok(())
     }
-    fn settled(&mut self, _: &[OutcomeEntry]) -> Result<(), String> {
+    fn settled(&mut self, batch: &[OutcomeEntry]) -> Result<(), String> {
+        let mut events = self.events.lock().expect("events");
+        events.extend(
+            batch
+                .iter()
+                .map(|o| (o.key.clone(), o.outcome.class, o.outcome.attempts)),
+        );
         Ok(())
     }
 }
@@ -441,9 +449,11 @@ async fn an_attempt_is_recorded_once_its_request_holds_the_rate_permit() {
         budget: budget.clone(),
         gate: None,
     };
+    let events = Arc::new(Mutex::new(Vec::new()));
     let journal = PermitWitness {
         budget: budget.clone(),
         log: log.clone(),
+        events: events.clone(),
     };
     let (journal, thread) = JournalHandle::start(Box::new(journal)).expect("journal thread");
     // Ten recipients taken at once, all waiting for the rate's slots.
@@ -452,9 +462,25 @@ async fn an_attempt_is_recorded_once_its_request_holds_the_rate_permit() {
     assert_eq!(result.sent, 30);
     assert_eq!(transport.unrecorded.load(Ordering::SeqCst), 0);
     let log = log.lock().expect("log");
-    // One record per recipient, though each was sent twice.
-    assert_eq!(log.len(), 30);
+    // One attempt record per request: the definite 500 was recorded as a
+    // failure before the backoff, so the retry records its attempt anew.
+    assert_eq!(log.len(), 60);
     assert_eq!(result.requests, 60);
+    // Per recipient: failed (one request), then sent (one more request).
+    let events = events.lock().expect("events");
+    for i in 0..30 {
+        let key = format!("C{i}");
+        let mine: Vec<(OutcomeClass, u32)> = events
+            .iter()
+            .filter(|(k, _, _)| *k == key)
+            .map(|(_, c, n)| (*c, *n))
+            .collect();
+        assert_eq!(
+            mine,
+            [(OutcomeClass::Failed, 1), (OutcomeClass::Sent, 1)],
+            "{key}"
+        );
+    }
     // The n-th record was written once at least n permits were out: nobody
     // is recorded while still waiting for its turn.
     for (n, (key, permits)) in log.iter().enumerate() {
@@ -463,4 +489,40 @@ async fn an_attempt_is_recorded_once_its_request_holds_the_rate_permit() {
             "{key} recorded as #{n} with {permits} permits out"
         );
     }
+}
+
+/// When the audience simply runs out, recipients still waiting to retry are
+/// awaited, however long their backoff, instead of being cut off by the drain
+/// bound (which applies only after a stop): otherwise a run would look
+/// completed with recipients neither sent nor pending.
+#[tokio::test(start_paused = true)]
+async fn recipients_waiting_to_retry_are_awaited_when_the_audience_ends() {
+    // The first 60 requests fail (a platform outage), the rest go through.
+    let transport = Timed::new(|n| {
+        let reply = if n < 60 {
+            Reply::Retryable {
+                status: Some(500),
+                text: "down".into(),
+                retry_after: None,
+            }
+        } else {
+            sent()
+        };
+        (Duration::from_millis(1500), reply)
+    });
+    let target = Target {
+        transport: transport.clone(),
+        bot: bot(),
+        budget: Arc::new(BotBudget::new(100.0)),
+        gate: None,
+    };
+    let mut settings = settings(8);
+    settings.retries = 10;
+    settings.backoff = Duration::from_secs(2);
+    settings.drain = Duration::from_secs(1);
+    let journal = JournalHandle::immediate(Box::new(NullJournal));
+    let result = deliver_all(30, target, settings, journal).await;
+    assert_eq!(result.stopped, None);
+    assert_eq!(result.sent, 30, "every recipient settled: {result:?}");
+    assert_eq!(result.requests, 90);
 }

@@ -285,6 +285,22 @@ fn a_scheduled_occurrence_with_too_many_invalid_stays_due() {
         v["campaigns"][0]["status"], "due",
         "an occurrence that sent nothing is not done: {v}"
     );
+    // Stopped by the tool, it is retried within catch_up only: a broken campaign
+    // must not be taken up again tick after tick all day.
+    let late = run(
+        &p,
+        &[
+            "due",
+            "campaigns",
+            "--at",
+            "2026-11-28T11:30:00Z",
+            "--format",
+            "json",
+        ],
+        &sandbox.url,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&late.stdout).expect("json");
+    assert_eq!(v["campaigns"][0]["status"], "missed", "{v}");
 }
 
 #[test]

@@ -885,3 +885,41 @@ fn throughput() {
         }
     }
 }
+
+#[test]
+fn another_programs_database_with_a_leftover_log_is_not_touched() {
+    // A read-write connection would replay the WAL into the file; looking first
+    // must not change a byte of someone else's database.
+    let live = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(live.path().join("other.db")).unwrap();
+    let _: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    conn.execute_batch(
+        "PRAGMA wal_autocheckpoint = 0; CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('x');",
+    )
+    .unwrap();
+    // Copy the file and its log while the writer still has them open (as a
+    // crashed program leaves them).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::copy(live.path().join("other.db"), &path).unwrap();
+    std::fs::copy(
+        live.path().join("other.db-wal"),
+        dir.path().join("state.db-wal"),
+    )
+    .unwrap();
+    drop(conn);
+    let before = (
+        std::fs::read(&path).unwrap(),
+        std::fs::read(dir.path().join("state.db-wal")).unwrap(),
+    );
+    assert!(!before.1.is_empty(), "the log holds the writes");
+    let err = SqliteStore::open(&path).map(|_| ()).unwrap_err();
+    assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+    let after = (
+        std::fs::read(&path).unwrap(),
+        std::fs::read(dir.path().join("state.db-wal")).unwrap(),
+    );
+    assert!(before == after, "the file or its log changed");
+}

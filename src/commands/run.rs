@@ -547,7 +547,15 @@ async fn run_one(
 /// alone is complete (CI caches may carry only `state.db`).
 fn close_run(store: &mut SqliteStore, run_id: &str, status: RunStatus) -> Result<(), StateError> {
     store.finish_run(run_id, status)?;
-    store.checkpoint()
+    if let Err(e) = store.checkpoint() {
+        // Every record is committed; only the copy into the main file waits for
+        // the next run (or the last connection to close).
+        print_err(&format!(
+            "warning: could not fold the write-ahead log into {} ({e}); keep the whole folder, `-wal` included\n",
+            store.path().display()
+        ));
+    }
+    Ok(())
 }
 
 fn report_close(state_file: &Path, closed: Result<(), StateError>) {

@@ -79,9 +79,12 @@ pub(crate) fn occurrence_seen(store: Option<&SqliteStore>, run_id: &str) -> crat
         None => Seen::No,
         Some(r) => match r.status {
             state::RunStatus::Completed | state::RunStatus::Missed => Seen::Done,
-            state::RunStatus::Running
-            | state::RunStatus::Interrupted
-            | state::RunStatus::Aborted => Seen::Started,
+            // Handed over (--max-duration, a window, Ctrl-C) or killed: resumed.
+            state::RunStatus::Running | state::RunStatus::Interrupted => Seen::Started,
+            // Stopped by the tool (bad token, breaker, max_failures, too many
+            // invalid): retried only within catch_up, so a broken campaign does
+            // not burn through its audience tick after tick.
+            state::RunStatus::Aborted => Seen::No,
         },
     }
 }

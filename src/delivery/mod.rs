@@ -108,6 +108,10 @@ pub enum StopReason {
     WindowClosed,
     /// `--max-duration` elapsed: a planned handover to the next invocation.
     TimeLimit,
+    /// A part of the run failed unexpectedly (a bug): what was in it is unrecorded.
+    Crashed {
+        what: String,
+    },
 }
 
 impl StopReason {
@@ -126,6 +130,7 @@ impl std::fmt::Display for StopReason {
             StopReason::MaxFailures { failures, attempts } => write!(f, "{failures} of {attempts} deliveries failed, more than max_failures allows; the rest stays pending"),
             StopReason::Journal { error } => write!(f, "the state store failed ({error}); stopped because delivery could no longer be recorded"),
             StopReason::WindowClosed => write!(f, "the send window closed; the next run inside the window resumes"),
+            StopReason::Crashed { what } => write!(f, "{what} crashed; what it was sending may be unrecorded and reads as unknown. Please report this"),
             StopReason::TimeLimit => write!(f, "--max-duration reached; the requests in flight were finished and recorded, and the next `run` resumes"),
         }
     }
@@ -336,13 +341,40 @@ pub async fn deliver(
     }
     // Stop reading the audience; the producer sees the closed channel.
     requests.close();
+    // Every task ends on its own (retries, backoffs, pauses and timeouts are
+    // all bounded), so when the audience simply ran out they are awaited in
+    // full: cutting them off would leave recipients neither sent nor pending in
+    // a run that looks completed. Only after a stop is the wait bounded.
+    let join_all = {
+        let stopper = stopper.clone();
+        async move {
+            while let Some(joined) = tasks.join_next().await {
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        stopper.stop(StopReason::Crashed {
+                            what: "a sender task".into(),
+                        });
+                    }
+                }
+            }
+            tasks
+        }
+    };
+    tokio::pin!(join_all);
     let drain = settings.drain;
-    let drained =
-        tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
+    let finished = if stopper.is_stopped() {
+        tokio::time::timeout(drain, &mut join_all).await.ok()
+    } else {
+        tokio::select! {
+            tasks = &mut join_all => Some(tasks),
+            _ = stopper.stopped() => tokio::time::timeout(drain, &mut join_all).await.ok(),
+        }
+    };
+    if finished.is_none() {
         // Still in flight after the bound: their attempts are recorded, their
-        // outcomes are not, so the state store reads them as unknown.
-        tasks.abort_all();
+        // outcomes are not, so the state store reads them as unknown. The
+        // JoinSet is dropped with the future, which aborts what is left.
+        stopper.stop(StopReason::Interrupted);
     }
 
     let judge = judge.lock().map(|j| j.texts.clone()).unwrap_or_default();
@@ -374,6 +406,9 @@ struct Settled {
     outcome: Outcome,
     /// Whether its attempt was recorded (then its outcome must be too).
     recorded: bool,
+    /// Requests since the attempt record: what the outcome record adds to the
+    /// stored count (an earlier definite failure was recorded on its own).
+    since_record: u32,
 }
 
 /// What one recipient's delivery works with.
@@ -394,7 +429,12 @@ impl Sender<'_> {
         stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         // None: the attempt could not be recorded, so nothing was sent and
         // nothing more can be recorded; the run is stopping.
-        let Some(Settled { outcome, recorded }) = settled else {
+        let Some(Settled {
+            outcome,
+            recorded,
+            since_record,
+        }) = settled
+        else {
             return;
         };
         let class = outcome.class;
@@ -412,7 +452,10 @@ impl Sender<'_> {
         if recorded {
             let record = OutcomeEntry {
                 key: request.key.clone(),
-                outcome: outcome.clone(),
+                outcome: Outcome {
+                    attempts: since_record,
+                    ..outcome.clone()
+                },
             };
             if let Err(error) = self.journal.settled(record).await {
                 self.stopper.stop(StopReason::Journal { error });
@@ -433,7 +476,8 @@ impl Sender<'_> {
             (self.target, self.settings, self.stopper, self.stats);
         let mut attempts = 0u32;
         let mut recorded = false;
-        let not_sent = |attempts, recorded, status, text: &str| {
+        let mut since_record = 0u32;
+        let not_sent = |attempts, recorded, since_record, status, text: &str| {
             Some(Settled {
                 outcome: Outcome {
                     class: OutcomeClass::NotSent,
@@ -442,9 +486,10 @@ impl Sender<'_> {
                     text: Some(text.to_owned()),
                 },
                 recorded,
+                since_record,
             })
         };
-        let settled = |class, attempts, status, text| {
+        let settled = |class, attempts, since_record, status, text| {
             Some(Settled {
                 outcome: Outcome {
                     class,
@@ -453,22 +498,29 @@ impl Sender<'_> {
                     text,
                 },
                 recorded: true,
+                since_record,
             })
         };
         loop {
             let permit = tokio::select! {
                 biased;
-                _ = stopper.stopped() => return not_sent(attempts, recorded, None, STOPPED),
+                _ = stopper.stopped() => return not_sent(attempts, recorded, since_record, None, STOPPED),
                 p = target.budget.acquire() => p,
             };
             let held_since = Instant::now();
             if stopper.is_stopped() {
-                return not_sent(attempts, recorded, None, STOPPED);
+                return not_sent(attempts, recorded, since_record, None, STOPPED);
             }
             if let Some(gate) = &target.gate {
                 if !gate() {
                     stopper.stop(StopReason::WindowClosed);
-                    return not_sent(attempts, recorded, None, "the send window closed");
+                    return not_sent(
+                        attempts,
+                        recorded,
+                        since_record,
+                        None,
+                        "the send window closed",
+                    );
                 }
             }
             if !recorded {
@@ -485,13 +537,15 @@ impl Sender<'_> {
                     return None;
                 }
                 recorded = true;
+                since_record = 0;
             }
             let launched = tokio::select! {
                 biased;
-                _ = stopper.stopped() => return not_sent(attempts, recorded, None, STOPPED),
+                _ = stopper.stopped() => return not_sent(attempts, recorded, since_record, None, STOPPED),
                 l = permit.launch() => l,
             };
             attempts += 1;
+            since_record += 1;
             stats.requests.fetch_add(1, Ordering::Relaxed);
             let reply = self.exchange(request, slot).await;
             let answer = match &reply {
@@ -522,26 +576,45 @@ impl Sender<'_> {
             let retry_allowed = attempts <= settings.retries;
             match reply {
                 Reply::Sent { status, result } => {
-                    return settled(OutcomeClass::Sent, attempts, Some(status), result);
+                    return settled(
+                        OutcomeClass::Sent,
+                        attempts,
+                        since_record,
+                        Some(status),
+                        result,
+                    );
                 }
                 Reply::Rejected { status, text } => {
-                    return settled(OutcomeClass::Rejected, attempts, Some(status), Some(text));
+                    return settled(
+                        OutcomeClass::Rejected,
+                        attempts,
+                        since_record,
+                        Some(status),
+                        Some(text),
+                    );
                 }
                 Reply::Fatal { status, text } => {
                     stopper.stop(StopReason::Fatal {
                         status,
                         text: text.clone(),
                     });
-                    return not_sent(attempts, recorded, Some(status), &text);
+                    return not_sent(attempts, recorded, since_record, Some(status), &text);
                 }
                 Reply::Unknown { text } if !(settings.retry_unknown && retry_allowed) => {
-                    return settled(OutcomeClass::Unknown, attempts, None, Some(text));
+                    return settled(
+                        OutcomeClass::Unknown,
+                        attempts,
+                        since_record,
+                        None,
+                        Some(text),
+                    );
                 }
                 Reply::Unknown { .. } => {
                     if self.wait(backoff(settings, attempts), slot).await {
                         return settled(
                             OutcomeClass::Unknown,
                             attempts,
+                            since_record,
                             None,
                             Some("run stopped before the retry".into()),
                         );
@@ -560,10 +633,35 @@ impl Sender<'_> {
                         delay = delay.max(retry_after.unwrap_or_default());
                     }
                     if !retry_allowed {
-                        return settled(OutcomeClass::Failed, attempts, status, Some(text));
+                        return settled(
+                            OutcomeClass::Failed,
+                            attempts,
+                            since_record,
+                            status,
+                            Some(text),
+                        );
                     }
+                    // A definite answer: not delivered. Recorded before the
+                    // backoff, so that a crash while waiting leaves it "failed,
+                    // will be retried", not "unknown"; the next try records its
+                    // attempt again once it holds its permit.
+                    let interim = OutcomeEntry {
+                        key: request.key.clone(),
+                        outcome: Outcome {
+                            class: OutcomeClass::Failed,
+                            attempts: since_record,
+                            status,
+                            text: Some(text.clone()),
+                        },
+                    };
+                    if let Err(error) = self.journal.settled(interim).await {
+                        stopper.stop(StopReason::Journal { error });
+                        return None;
+                    }
+                    recorded = false;
+                    since_record = 0;
                     if self.wait(delay, slot).await {
-                        return not_sent(attempts, recorded, status, &text);
+                        return not_sent(attempts, recorded, since_record, status, &text);
                     }
                 }
             }

@@ -163,6 +163,28 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
         reject_folder(path)?;
         require_content(path)?;
+        // Look before touching: a read-write connection replays a leftover WAL or
+        // rollback journal into the file, which must not happen to another
+        // program's database.
+        match raw_application_id(path)? {
+            Some(APPLICATION_ID) => {}
+            None => {
+                return Err(corrupt(path, "it is not a SQLite database".to_owned()));
+            }
+            Some(_) => {
+                // Not ours in the file itself; an old store may still have its header
+                // only in the WAL, which a read-only connection can see.
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(sql_err(path))?;
+                let probe = SqliteStore::wrap(conn, path, true);
+                let header = probe.header()?;
+                probe.check_header(&header)?;
+                probe.require_ours(&header)?;
+            }
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(sql_err(path))?;
         let mut store = SqliteStore::wrap(conn, path, false);
@@ -201,8 +223,12 @@ impl SqliteStore {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "state.db".into());
-        let temp = parent.join(format!(".{name}.new-{}", std::process::id()));
-        let _ = std::fs::remove_file(&temp);
+        // Unique even across containers that share the folder and a process id.
+        let temp = parent.join(format!(
+            ".{name}.new-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let built = (|| {
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
@@ -619,6 +645,31 @@ fn clean(text: &str) -> std::borrow::Cow<'_, str> {
 fn parts_json(fp: &Fingerprint) -> String {
     // A map of strings always serializes.
     clean(&serde_json::to_string(&fp.parts).unwrap_or_default()).into_owned()
+}
+
+/// The application id in the database file's own header (bytes 68..72, big-endian),
+/// read without SQLite; `None` when the file is not a SQLite database.
+fn raw_application_id(path: &Path) -> Result<Option<i32>, StateError> {
+    use std::io::Read;
+    let io = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut header = [0u8; 100];
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut read = 0;
+    while read < header.len() {
+        match file.read(&mut header[read..]).map_err(io)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    if read < header.len() || &header[..16] != b"SQLite format 3\0" {
+        return Ok(None);
+    }
+    Ok(Some(i32::from_be_bytes([
+        header[68], header[69], header[70], header[71],
+    ])))
 }
 
 /// A store that does not exist, or exists with no bytes, records nothing: both mean
