@@ -97,13 +97,15 @@ fn the_run_summary_and_status_share_one_vocabulary() {
     insta::with_settings!({filters => vec![
         (r"in [0-9.]+m?s\b", "in [DURATION]"),
         (r"achieved [0-9.]+/s", "achieved [RATE]/s"),
+    ]}, {
+        insta::assert_snapshot!("run_summary", String::from_utf8_lossy(&out.stdout));
+    });
+    insta::with_settings!({filters => vec![
         (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", "[STARTED]"),
         (r"  [0-9.]+m?s  ", "  [DURATION]  "),
+        // Column widths follow the duration's text; the words and numbers are what matter.
+        (r" {2,}", "  "),
     ]}, {
-        insta::assert_snapshot!(format!(
-            "{}--- status\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&status.stdout)
-        ));
+        insta::assert_snapshot!("status", String::from_utf8_lossy(&status.stdout));
     });
 }

@@ -77,14 +77,9 @@ async fn run_all(global: &GlobalArgs, args: &RunArgs, campaigns: &[PathBuf]) -> 
     let budgets = Budgets::default();
     let interrupt = Stopper::default();
     let signals = tokio::spawn(watch_signals(interrupt.clone()));
-    let max_duration = match args
-        .max_duration
-        .as_deref()
-        .map(crate::schedule::parse_duration)
-    {
-        None => None,
-        Some(Ok(d)) => Some(d),
-        Some(Err(e)) => return super::usage_error(&format!("--max-duration: {e}")),
+    let max_duration = match duration_flag("--max-duration", args.max_duration.as_deref()) {
+        Ok(d) => d,
+        Err(status) => return status,
     };
     // One deadline for the whole invocation: CI's job limit does not reset per campaign.
     let deadline = max_duration.map(|d| {
@@ -263,14 +258,9 @@ async fn run_one(
         Ok(None) => return (ExitStatus::Success, None),
         Err(e) => return (state_error(&state_file, &e), None),
     };
-    let wait = match args
-        .wait_lock
-        .as_deref()
-        .map(crate::schedule::parse_duration)
-    {
-        None => None,
-        Some(Ok(d)) => Some(d),
-        Some(Err(e)) => return (super::usage_error(&format!("--wait-lock: {e}")), None),
+    let wait = match duration_flag("--wait-lock", args.wait_lock.as_deref()) {
+        Ok(d) => d,
+        Err(status) => return (status, None),
     };
     let _locks = match &store {
         None => None,
@@ -316,8 +306,7 @@ async fn run_one(
     }
     let counts = &pass.report.counts;
     if let Some(store) = store.as_mut() {
-        let audience = counts.invalid + counts.to_send + counts.already_sent;
-        if let Err(e) = store.record_plan(&run_info.id, audience, counts.invalid) {
+        if let Err(e) = store.record_plan(&run_info.id, counts.rendered(), counts.invalid) {
             return (state_error(&state_file, &e), None);
         }
     }
@@ -326,9 +315,8 @@ async fn run_one(
     } else {
         campaign.delivery.max_invalid
     };
-    let rendered = counts.invalid + counts.to_send + counts.already_sent;
-    if max_invalid.exceeded_by(counts.invalid, rendered) {
-        print_err(&invalid_refusal(&pass.report, max_invalid));
+    if max_invalid.exceeded_by(counts.invalid, counts.rendered()) {
+        eprint_diagnostics(&[invalid_refusal(&pass.report, max_invalid)]);
         // Not done: a scheduled occurrence stays due until its sending has finished.
         if let Some(store) = store.as_mut() {
             report_close(
@@ -420,7 +408,7 @@ async fn run_one(
         let renderer = pass.renderer.clone();
         let suppressed = pass.suppressed;
         let planned_rows = pass.report.counts.read;
-        std::thread::spawn(move || -> Result<(), String> {
+        std::thread::spawn(move || -> Result<(), Vec<Diagnostic>> {
             let mut pipeline = Pipeline::new(&campaign, renderer, suppressed, filter);
             for planned in pipeline.by_ref() {
                 if let Planned::Send(request) = planned {
@@ -433,18 +421,18 @@ async fn run_one(
             // The first pass read the sources whole; a failure now, or a different
             // number of rows (a file cut short or replaced mid-run), means part of the
             // audience was never offered: that must not pass for a completed run.
-            if let Some(f) = pipeline.source_failures.first() {
-                return Err(match f.row {
-                    Some(row) => format!("{}:{row}: {}", f.file.display(), f.message),
-                    None => format!("{}: {}", f.file.display(), f.message),
-                });
+            if !pipeline.source_failures.is_empty() {
+                return Err(super::plan::plan_errors(&pipeline.source_failures));
             }
             if pipeline.counts.read != planned_rows {
-                return Err(format!(
-                    "the audience changed while it was being sent: the plan read {} rows, sending read {}",
-                    thousands(planned_rows),
-                    thousands(pipeline.counts.read)
-                ));
+                return Err(vec![Diagnostic::error(
+                    "audience-changed",
+                    format!(
+                        "the audience changed while it was being sent: the plan read {} rows, sending read {}",
+                        thousands(planned_rows),
+                        thousands(pipeline.counts.read)
+                    ),
+                )]);
             }
             Ok(())
         })
@@ -464,36 +452,39 @@ async fn run_one(
     progress.abort();
     let _ = progress.await;
     forward.abort();
+    // The producer's problems are diagnostics already; a panic gets one.
     let audience_failure = match producer.join() {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e),
-        Err(_) => Some("the audience reader crashed".to_owned()),
-    };
-    let journal_lost = journal_thread.join().is_err();
-
-    let failed = result.rejected + result.failed + result.unknown > 0;
-    let aborted = result.stopped.as_ref().is_some_and(|r| !r.is_pause());
-    let run_status = match &result.stopped {
-        _ if audience_failure.is_some() || journal_lost => RunStatus::Aborted,
-        None => RunStatus::Completed,
-        Some(StopReason::Interrupted | StopReason::WindowClosed | StopReason::TimeLimit) => {
-            RunStatus::Interrupted
-        }
-        Some(_) => RunStatus::Aborted,
-    };
-    if let Some(e) = &audience_failure {
-        eprint_diagnostics(&[Diagnostic::error(
+        Ok(result) => result.err(),
+        Err(_) => Some(vec![Diagnostic::error(
             "audience-failed",
-            format!("reading the audience failed during the run: {e}"),
-        )
-        .help("recipients not reached are still pending; fix the source and run again to resume")]);
+            "the audience reader crashed",
+        )]),
+    };
+    let audience_failed = audience_failure.is_some();
+    for d in audience_failure.into_iter().flatten() {
+        eprint_diagnostics(&[d.help(
+            "the run stopped; recipients not reached are still pending: fix the source and run again to resume",
+        )]);
     }
+    let journal_lost = journal_thread.join().is_err();
     if journal_lost {
         eprint_diagnostics(&[Diagnostic::error(
             "state",
             "the state writer crashed; outcomes of the last requests may be unrecorded and read as unknown",
         )]);
     }
+
+    let failed = result.rejected + result.failed + result.unknown > 0;
+    let aborted =
+        audience_failed || journal_lost || result.stopped.as_ref().is_some_and(|r| !r.is_pause());
+    let run_status = match &result.stopped {
+        _ if audience_failed || journal_lost => RunStatus::Aborted,
+        None => RunStatus::Completed,
+        Some(StopReason::Interrupted | StopReason::WindowClosed | StopReason::TimeLimit) => {
+            RunStatus::Interrupted
+        }
+        Some(_) => RunStatus::Aborted,
+    };
     let closed = if stateless {
         Ok(())
     } else {
@@ -501,17 +492,12 @@ async fn run_one(
     };
     let close_failed = closed.is_err();
     report_close(&state_file, closed);
-    let status = if failed || aborted || audience_failure.is_some() || journal_lost || close_failed
-    {
+    let status = if failed || aborted || close_failed {
         ExitStatus::Failed
     } else {
         ExitStatus::Success
     };
-    let pending = pass
-        .report
-        .counts
-        .to_send
-        .saturating_sub(result.sent + result.rejected + result.failed + result.unknown);
+    let pending = pass.report.counts.to_send.saturating_sub(result.settled());
     if text_output {
         print_out(&summary_text(
             &prepared,
@@ -572,30 +558,45 @@ fn report_close(state_file: &Path, closed: Result<(), StateError>) {
 }
 
 /// Shown when `max_invalid` is exceeded: nothing was sent, and why each row is invalid.
-fn invalid_refusal(report: &crate::report::PlanReport, allowed: MaxFailures) -> String {
+fn invalid_refusal(report: &crate::report::PlanReport, allowed: MaxFailures) -> Diagnostic {
     use std::fmt::Write;
     const LISTED: usize = 50;
     let allowed = match allowed {
         MaxFailures::Count(n) => format!("{n}"),
         MaxFailures::Share(s) => format!("{}%", s * 100.0),
     };
-    let mut out = format!(
-        "error[too-many-invalid]: {} recipient(s) are invalid, more than delivery.max_invalid ({allowed}) allows; nothing was sent\n",
+    let mut message = format!(
+        "{} recipient(s) are invalid, more than delivery.max_invalid ({allowed}) allows; nothing was sent",
         thousands(report.counts.invalid)
     );
     for row in report.invalid_rows.iter().take(LISTED) {
-        let _ = writeln!(out, "  {}:{}: {}", row.file.display(), row.row, row.reason);
+        let _ = write!(
+            message,
+            "\n  {}:{}: {}",
+            row.file.display(),
+            row.row,
+            row.reason
+        );
     }
     let listed = report.invalid_rows.len().min(LISTED) as u64;
     if report.counts.invalid > listed {
-        let _ = writeln!(
-            out,
-            "  … and {} more (`plan --format json` lists them)",
+        let _ = write!(
+            message,
+            "\n  … and {} more (`plan --format json` lists them)",
             thousands(report.counts.invalid - listed)
         );
     }
-    out.push_str("  = help: fix the rows or templates, or raise `delivery.max_invalid` (e.g. `3` or `2%`) to send to the valid ones\n");
-    out
+    Diagnostic::error("too-many-invalid", message).help(
+        "fix the rows or templates, or raise `delivery.max_invalid` (e.g. `3` or `2%`) to send to the valid ones",
+    )
+}
+
+/// `--wait-lock`, `--max-duration`: a duration, or a usage error (exit 2).
+fn duration_flag(flag: &str, value: Option<&str>) -> Result<Option<Duration>, ExitStatus> {
+    value
+        .map(crate::schedule::parse_duration)
+        .transpose()
+        .map_err(|e| super::usage_error(&format!("{flag}: {e}")))
 }
 
 async fn show_progress(stats: Arc<Stats>, total: u64, quiet: bool) {
@@ -662,14 +663,11 @@ fn summary_text(prepared: &Prepared, r: &DeliveryResult, plan: &Counts, pending:
     use std::fmt::Write;
     let mut out = String::new();
     let name = &prepared.campaign.name;
-    // The audience as the plan counted it: what reached rendering.
-    let audience = plan.invalid + plan.to_send + plan.already_sent;
+    let audience = plan.rendered();
     let share = |n: u64, of: u64| {
-        if of == 0 {
-            String::new()
-        } else {
-            format!("  {:>5.1}%", n as f64 * 100.0 / of as f64)
-        }
+        crate::report::percent(n, of)
+            .map(|p| format!("  {p:>5.1}%"))
+            .unwrap_or_default()
     };
     let _ = writeln!(
         out,

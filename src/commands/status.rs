@@ -1,15 +1,14 @@
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+
+use serde::Serialize;
 
 use super::runstate::state_error;
 use super::{print_out, ExitStatus};
 use crate::campaign;
 use crate::cli::{GlobalArgs, RecipientFilter, ReportFormat, StatusArgs};
-use crate::report::{human_duration, thousands};
-use std::collections::BTreeMap;
-
-use serde::Serialize;
-
+use crate::report::{human_duration, percent, thousands};
 use crate::state::{DeliveryRow, OutcomeClass, RunStatus, RunSummary, SqliteStore, StateStore};
 
 pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
@@ -116,8 +115,6 @@ struct RunView<'a> {
     /// `interrupted`: its process died.
     status: RunStatus,
     outcomes: Outcomes,
-    /// Percentages of `audience` per outcome (absent when the audience is unknown).
-    percent: Option<BTreeMap<&'static str, f64>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -175,8 +172,17 @@ impl RunView<'_> {
         if let Some(map) = v.as_object_mut() {
             map.insert("status".into(), serde_json::json!(self.status));
             map.insert("outcomes".into(), serde_json::json!(self.outcomes));
-            if let Some(p) = &self.percent {
-                map.insert("percent".into(), serde_json::json!(p));
+            // Percentages of the audience, to one decimal; absent when it is unknown.
+            if let Some(audience) = self.run.audience.filter(|a| *a > 0) {
+                let shares: BTreeMap<&str, f64> = self
+                    .outcomes
+                    .cells()
+                    .into_iter()
+                    .filter_map(|(name, n)| {
+                        percent(n?, audience).map(|p| (name, (p * 10.0).round() / 10.0))
+                    })
+                    .collect();
+                map.insert("percent".into(), serde_json::json!(shares));
             }
         }
         v
@@ -199,21 +205,10 @@ fn views<'a>(runs: &'a [RunSummary], state: &Path) -> Vec<RunView<'a>> {
     runs.iter()
         .map(|run| {
             let status = effective_status(run, state);
-            let outcomes = Outcomes::of(run, status);
-            let percent = run.audience.filter(|a| *a > 0).map(|audience| {
-                outcomes
-                    .cells()
-                    .into_iter()
-                    .filter_map(|(name, n)| {
-                        n.map(|n| (name, (n as f64 * 1000.0 / audience as f64).round() / 10.0))
-                    })
-                    .collect()
-            });
             RunView {
                 run,
                 status,
-                outcomes,
-                percent,
+                outcomes: Outcomes::of(run, status),
             }
         })
         .collect()
@@ -241,12 +236,12 @@ fn duration(view: &RunView) -> String {
 }
 
 fn cell(n: Option<u64>, audience: Option<u64>) -> String {
-    match (n, audience) {
-        (None, _) => "-".into(),
-        (Some(n), Some(a)) if a > 0 => {
-            format!("{} ({:.0}%)", thousands(n), n as f64 * 100.0 / a as f64)
-        }
-        (Some(n), _) => thousands(n),
+    let Some(n) = n else {
+        return "-".into();
+    };
+    match audience.and_then(|a| percent(n, a)) {
+        Some(p) => format!("{} ({p:.0}%)", thousands(n)),
+        None => thousands(n),
     }
 }
 
@@ -258,19 +253,20 @@ const COLUMNS: [&str; 11] = [
 fn row(view: &RunView) -> [String; 11] {
     let run = view.run;
     let audience = run.audience;
-    let o = view.outcomes.cells();
+    let [sent, rejected, failed, unknown, invalid, pending] =
+        view.outcomes.cells().map(|(_, n)| cell(n, audience));
     [
         run.run_id.clone(),
         view.status.to_string(),
         run.started.format("%Y-%m-%d %H:%M:%SZ").to_string(),
         duration(view),
         audience.map(thousands).unwrap_or_else(|| "-".into()),
-        cell(o[0].1, audience),
-        cell(o[1].1, audience),
-        cell(o[2].1, audience),
-        cell(o[3].1, audience),
-        cell(o[4].1, audience),
-        cell(o[5].1, audience),
+        sent,
+        rejected,
+        failed,
+        unknown,
+        invalid,
+        pending,
     ]
 }
 

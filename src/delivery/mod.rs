@@ -259,6 +259,11 @@ pub struct DeliveryResult {
 }
 
 impl DeliveryResult {
+    /// Recipients this delivery settled: sent, rejected, failed or unknown.
+    pub fn settled(&self) -> u64 {
+        self.sent + self.rejected + self.failed + self.unknown
+    }
+
     pub fn achieved_rate(&self) -> f64 {
         if self.seconds > 0.0 {
             self.requests as f64 / self.seconds

@@ -42,6 +42,14 @@ pub struct Counts {
     pub to_send: u64,
 }
 
+impl Counts {
+    /// The recipients that reached rendering: to send, already sent and invalid.
+    /// Shares of "the audience" (max_invalid, run summaries, `status`) are of this.
+    pub fn rendered(&self) -> u64 {
+        self.invalid + self.to_send + self.already_sent
+    }
+}
+
 /// An invalid row, for reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct InvalidRow {

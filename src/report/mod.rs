@@ -46,6 +46,16 @@ pub fn human_duration(seconds: f64) -> String {
     }
 }
 
+/// `n` as a percentage of `of` (`None` when `of` is 0).
+///
+/// ```
+/// assert_eq!(smax_campaign::report::percent(1, 8), Some(12.5));
+/// assert_eq!(smax_campaign::report::percent(1, 0), None);
+/// ```
+pub fn percent(n: u64, of: u64) -> Option<f64> {
+    (of > 0).then(|| n as f64 * 100.0 / of as f64)
+}
+
 /// The bot as plans and reports show it.
 pub fn plan_bot_info(campaign: &crate::campaign::Campaign) -> plan::BotInfo {
     plan::BotInfo {
