@@ -1183,6 +1183,26 @@ fn project_files_mutated() {
 
 // ---- generated campaigns, planned -----------------------------------------------
 
+/// What follows a key's colon or an item's dash: a nested block on the next
+/// lines, or a scalar (or empty collection) on the same line.
+fn nested_yaml(v: &Json, indent: usize, out: &mut String) {
+    match v {
+        Json::Object(m) if !m.is_empty() => {
+            out.push('\n');
+            to_yaml(v, indent + 2, out);
+        }
+        Json::Array(a) if !a.is_empty() => {
+            out.push('\n');
+            to_yaml(v, indent + 2, out);
+        }
+        _ => {
+            out.push(' ');
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+    }
+}
+
 /// A small block-style YAML writer: keys and strings quoted as JSON (which YAML
 /// reads), so that generated values land where they are meant to.
 fn to_yaml(value: &Json, indent: usize, out: &mut String) {
@@ -1193,42 +1213,14 @@ fn to_yaml(value: &Json, indent: usize, out: &mut String) {
                 out.push_str(&pad);
                 out.push_str(&scalar_key(k));
                 out.push(':');
-                match v {
-                    Json::Object(m) if !m.is_empty() => {
-                        out.push('\n');
-                        to_yaml(v, indent + 2, out);
-                    }
-                    Json::Array(a) if !a.is_empty() => {
-                        out.push('\n');
-                        to_yaml(v, indent + 2, out);
-                    }
-                    _ => {
-                        out.push(' ');
-                        out.push_str(&v.to_string());
-                        out.push('\n');
-                    }
-                }
+                nested_yaml(v, indent, out);
             }
         }
         Json::Array(items) if !items.is_empty() => {
             for v in items {
                 out.push_str(&pad);
                 out.push('-');
-                match v {
-                    Json::Object(m) if !m.is_empty() => {
-                        out.push('\n');
-                        to_yaml(v, indent + 2, out);
-                    }
-                    Json::Array(a) if !a.is_empty() => {
-                        out.push('\n');
-                        to_yaml(v, indent + 2, out);
-                    }
-                    _ => {
-                        out.push(' ');
-                        out.push_str(&v.to_string());
-                        out.push('\n');
-                    }
-                }
+                nested_yaml(v, indent, out);
             }
         }
         other => {

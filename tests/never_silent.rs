@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{customers_csv, transcript, SandboxProc, TempProject};
+use common::{customer_ids, customers_csv, transcript, SandboxProc, TempProject};
 use yaml_rust2::Yaml;
 
 const TOKEN: &str = "never-silent-token-7e21";
@@ -320,16 +320,7 @@ fn max_duration_hands_the_run_over_to_the_next_invocation() {
 
     let out = run(&p, &["run", "c.yaml"], &sandbox.url);
     assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
-    let mut keys: Vec<String> = sandbox
-        .accepted()
-        .iter()
-        .map(|r| {
-            r["recipient"]["customer_id"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect();
+    let mut keys = customer_ids(&sandbox.accepted());
     let total = keys.len();
     keys.sort();
     keys.dedup();

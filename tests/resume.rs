@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{customers_csv, transcript, SandboxProc, TempProject};
+use common::{customer_ids, customers_csv, transcript, SandboxProc, TempProject};
 use smax_campaign::state::{OutcomeClass, SqliteStore, StateStore};
 
 const TOKEN: &str = "resume-token-5b1c";
@@ -43,14 +43,8 @@ fn run(p: &TempProject, args: &[&str], url: &str) -> std::process::Output {
 
 fn accepted_per_recipient(sandbox: &SandboxProc) -> HashMap<String, usize> {
     let mut m = HashMap::new();
-    for r in sandbox.accepted() {
-        *m.entry(
-            r["recipient"]["customer_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        )
-        .or_insert(0) += 1;
+    for id in customer_ids(&sandbox.accepted()) {
+        *m.entry(id).or_insert(0) += 1;
     }
     m
 }

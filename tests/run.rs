@@ -361,16 +361,7 @@ fn after_a_kill_unknown_recipients_are_only_those_whose_request_left() {
     child.kill().expect("SIGKILL");
     let _ = child.wait();
 
-    let received: Vec<String> = sandbox
-        .records()
-        .iter()
-        .map(|r| {
-            r["recipient"]["customer_id"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect();
+    let received = common::customer_ids(&sandbox.records());
     assert_eq!(received.len(), 1, "{received:?}");
     let store = SqliteStore::open_read_only(&p.path().join(".smax/state.db"))
         .expect("state")

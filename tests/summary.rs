@@ -5,8 +5,8 @@ mod common;
 
 use common::{customers_csv, transcript, SandboxProc, TempProject};
 
-#[test]
-fn the_step_summary_of_a_run_with_rejections() {
+/// A sandbox that rejects about 30% of sends (seeded), and a project with one bot.
+fn rejecting_sandbox_and_project() -> (SandboxProc, TempProject) {
     let sandbox = SandboxProc::start(&[
         "--bot",
         "bot-1=summary-token",
@@ -16,6 +16,12 @@ fn the_step_summary_of_a_run_with_rejections() {
         "4",
     ]);
     let p = TempProject::new("bots:\n  shop:\n    id: \"bot-1\"\n    token_env: SHOP_TOKEN\n");
+    (sandbox, p)
+}
+
+#[test]
+fn the_step_summary_of_a_run_with_rejections() {
+    let (sandbox, p) = rejecting_sandbox_and_project();
     p.write("customers.csv", &customers_csv(20));
     p.write(
         "c.yaml",
@@ -71,15 +77,7 @@ fn the_step_summary_of_a_run_with_rejections() {
 /// The run summary and `status` speak one vocabulary, with shares of the audience.
 #[test]
 fn the_run_summary_and_status_share_one_vocabulary() {
-    let sandbox = SandboxProc::start(&[
-        "--bot",
-        "bot-1=summary-token",
-        "--fail",
-        "reject:0.3",
-        "--seed",
-        "4",
-    ]);
-    let p = TempProject::new("bots:\n  shop:\n    id: \"bot-1\"\n    token_env: SHOP_TOKEN\n");
+    let (sandbox, p) = rejecting_sandbox_and_project();
     // Row 3 has no customer id: invalid, tolerated by max_invalid.
     p.write("customers.csv", &customers_csv(20).replace("C0002,", ","));
     p.write(

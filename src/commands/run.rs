@@ -559,34 +559,19 @@ fn report_close(state_file: &Path, closed: Result<(), StateError>) {
 
 /// Shown when `max_invalid` is exceeded: nothing was sent, and why each row is invalid.
 fn invalid_refusal(report: &crate::report::PlanReport, allowed: MaxFailures) -> Diagnostic {
-    use std::fmt::Write;
-    const LISTED: usize = 50;
     let allowed = match allowed {
         MaxFailures::Count(n) => format!("{n}"),
         MaxFailures::Share(s) => format!("{}%", s * 100.0),
     };
-    let mut message = format!(
-        "{} recipient(s) are invalid, more than delivery.max_invalid ({allowed}) allows; nothing was sent",
-        thousands(report.counts.invalid)
-    );
-    for row in report.invalid_rows.iter().take(LISTED) {
-        let _ = write!(
-            message,
-            "\n  {}:{}: {}",
-            row.file.display(),
-            row.row,
-            row.reason
-        );
-    }
-    let listed = report.invalid_rows.len().min(LISTED) as u64;
-    if report.counts.invalid > listed {
-        let _ = write!(
-            message,
-            "\n  … and {} more (`plan --format json` lists them)",
-            thousands(report.counts.invalid - listed)
-        );
-    }
-    Diagnostic::error("too-many-invalid", message).help(
+    Diagnostic::error(
+        "too-many-invalid",
+        format!(
+            "{} recipient(s) are invalid, more than delivery.max_invalid ({allowed}) allows; nothing was sent\n{}",
+            thousands(report.counts.invalid),
+            report.invalid_lines().trim_end()
+        ),
+    )
+    .help(
         "fix the rows or templates, or raise `delivery.max_invalid` (e.g. `3` or `2%`) to send to the valid ones",
     )
 }

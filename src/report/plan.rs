@@ -72,6 +72,25 @@ pub struct SendingSpan {
 const SHOWN_INVALID: usize = 20;
 
 impl PlanReport {
+    /// The first invalid rows, one per line (`  file:row  reason`), and how many
+    /// more there are: what the text plan shows and `run` repeats when it refuses.
+    pub fn invalid_lines(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        for row in self.invalid_rows.iter().take(SHOWN_INVALID) {
+            let _ = writeln!(out, "  {}:{}  {}", row.file.display(), row.row, row.reason);
+        }
+        if self.counts.invalid as usize > SHOWN_INVALID {
+            let _ = writeln!(
+                out,
+                "  … and {} more (--format json lists up to {})",
+                thousands(self.counts.invalid - SHOWN_INVALID as u64),
+                self.invalid_rows.len()
+            );
+        }
+        out
+    }
+
     pub fn json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
         s.push('\n');
@@ -156,17 +175,7 @@ impl PlanReport {
                 thousands(self.counts.invalid),
                 reasons.join(", ")
             );
-            for row in self.invalid_rows.iter().take(SHOWN_INVALID) {
-                let _ = writeln!(out, "  {}:{}  {}", row.file.display(), row.row, row.reason);
-            }
-            if self.counts.invalid as usize > SHOWN_INVALID {
-                let _ = writeln!(
-                    out,
-                    "  … and {} more (--format json lists up to {})",
-                    thousands(self.counts.invalid - SHOWN_INVALID as u64),
-                    self.invalid_rows.len()
-                );
-            }
+            out.push_str(&self.invalid_lines());
         }
         if !self.sample.is_empty() {
             let _ = writeln!(

@@ -191,6 +191,19 @@ impl TempProject {
     }
 }
 
+/// The V2 `customer_id` of each sandbox record, in record order.
+pub fn customer_ids(records: &[serde_json::Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            r["recipient"]["customer_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
 /// A CSV audience of `n` customers with ids C0001…
 pub fn customers_csv(n: usize) -> String {
     let mut s = String::from("customer_id,first_name,phone\n");
