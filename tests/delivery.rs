@@ -38,10 +38,7 @@ impl Transport for Fake {
             self.clock.advance(self.step);
             let mut script = self.script.lock().expect("script");
             if script.is_empty() {
-                Reply::Sent {
-                    status: 200,
-                    result: Some("ok".into()),
-                }
+                sent()
             } else {
                 script.remove(0)
             }
@@ -525,4 +522,41 @@ async fn recipients_waiting_to_retry_are_awaited_when_the_audience_ends() {
     assert_eq!(result.stopped, None);
     assert_eq!(result.sent, 30, "every recipient settled: {result:?}");
     assert_eq!(result.requests, 90);
+}
+
+/// Panics on its third call, as a bug in a transport would.
+struct Panicky(AtomicU64);
+
+impl Transport for Panicky {
+    fn send<'a>(
+        &'a self,
+        _: &'a BotAuth,
+        _: &'a WireRequest,
+    ) -> Pin<Box<dyn Future<Output = Reply> + Send + 'a>> {
+        Box::pin(async move {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 2 {
+                panic!("a bug in the transport");
+            }
+            sent()
+        })
+    }
+}
+
+/// A sender task that panics stops the run: its recipient's outcome is lost,
+/// and a run that lost one must not read as completed.
+#[tokio::test]
+async fn a_panicking_sender_stops_the_run() {
+    let target = Target {
+        transport: Arc::new(Panicky(AtomicU64::new(0))),
+        bot: bot(),
+        budget: Arc::new(BotBudget::new(1000.0)),
+        gate: None,
+    };
+    let journal = JournalHandle::immediate(Box::new(NullJournal));
+    let result = deliver_all(5, target, settings(1), journal).await;
+    assert!(
+        matches!(result.stopped, Some(StopReason::Crashed { .. })),
+        "{:?}",
+        result.stopped
+    );
 }

@@ -9,16 +9,14 @@ pub use client::{BotAuth, HttpTransport, Reply, Secret, Transport};
 /// as an error there; any other URL (the sandbox) may take more.
 pub const PLATFORM_RATE_LIMIT: f64 = 25.0;
 
-/// Whether `url` is the real platform (the default API URL or any host
-/// under smax.bot), where [`PLATFORM_RATE_LIMIT`] applies.
+/// Whether `url` is the real platform (smax.bot or any host under it, which
+/// includes the default API URL), where [`PLATFORM_RATE_LIMIT`] applies.
 pub fn is_real_api(url: &str) -> bool {
     let host = reqwest::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_default();
-    host == "smax.bot"
-        || host.ends_with(".smax.bot")
-        || url.trim_end_matches('/') == crate::campaign::DEFAULT_API_URL
+    host == "smax.bot" || host.ends_with(".smax.bot")
 }
 
 #[cfg(test)]

@@ -39,22 +39,22 @@ use tokio::time::Instant;
 const WINDOW: Duration = Duration::from_secs(1);
 /// Least margin of the guard beyond the window: the jitter between a request
 /// leaving here and the server counting it that no answer time reveals.
-pub const MARGIN: Duration = Duration::from_millis(10);
+const MARGIN: Duration = Duration::from_millis(10);
 /// Most margin the guard keeps for one request. Bounds what a hung request
 /// (no answer for seconds) can hold back.
-pub const MAX_MARGIN: Duration = Duration::from_millis(250);
+const MAX_MARGIN: Duration = Duration::from_millis(250);
 /// How far behind its timeline the pacer may fall and still catch up.
-pub const CATCH_UP: Duration = Duration::from_millis(250);
+const CATCH_UP: Duration = Duration::from_millis(250);
 /// Rate multiplier applied by a 429 (at most once per [`WINDOW`]).
-pub const DECREASE: f64 = 0.8;
+const DECREASE: f64 = 0.8;
 /// How fast the rate multiplier recovers while requests succeed, per second.
-pub const RECOVERY_PER_SECOND: f64 = 0.5;
+const RECOVERY_PER_SECOND: f64 = 0.5;
 const MIN_FACTOR: f64 = 0.02;
 /// A 429 after this long without one is taken at its word (the bot pauses for
 /// its `Retry-After`).
-pub const QUIET: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_secs(10);
 /// So many 429s in a row mean the bot is over its limit, not unlucky.
-pub const PRESSURE_STREAK: u32 = 4;
+const PRESSURE_STREAK: u32 = 4;
 const MAX_PAUSE: Duration = Duration::from_secs(300);
 /// Above this rate the guard is not kept (benchmarks with the limiter
 /// effectively off); the timeline still paces.
@@ -183,7 +183,8 @@ impl BotBudget {
     }
 
     /// The multiplier 429s have put on the rate (1.0: none).
-    pub fn factor(&self) -> f64 {
+    #[cfg(test)]
+    fn factor(&self) -> f64 {
         self.lock().factor
     }
 
@@ -197,7 +198,8 @@ impl BotBudget {
     }
 
     /// Until when the bot is paused by a `Retry-After`, if it is.
-    pub fn paused_until(&self) -> Option<Instant> {
+    #[cfg(test)]
+    fn paused_until(&self) -> Option<Instant> {
         let s = self.lock();
         s.pause_until.filter(|p| *p > Instant::now())
     }
@@ -287,6 +289,10 @@ impl BotBudget {
     /// `with_permits` (they leave later than their permit, never earlier).
     fn window_full(&self, s: &State, now: Instant, with_permits: bool) -> Option<Instant> {
         let limit = self.window_size();
+        // Cheap test first: on most calls the window is not even nearly full.
+        if s.entries.len() < limit {
+            return None;
+        }
         let fastest = s
             .entries
             .iter()

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Spare capacity over Little's law, for the round trip's jitter.
-pub const HEADROOM: f64 = 1.5;
+const HEADROOM: f64 = 1.5;
 /// Weight of a new round trip in the smoothed one (as TCP's SRTT).
 const SMOOTHING: f64 = 1.0 / 8.0;
 /// Before the first answer: how long a request may be out before it no
@@ -61,21 +61,6 @@ impl InFlight {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
-    /// The smoothed round trip, once one was measured.
-    pub fn srtt(&self) -> Option<Duration> {
-        self.lock().srtt
-    }
-
-    /// The limit at this rate (requests per second).
-    pub fn limit(&self, rate: f64) -> usize {
-        let srtt = self.lock().srtt;
-        limit(self.cap, rate, srtt)
-    }
-
     /// Waits until one more recipient may be taken at `rate()`.
     pub async fn admit(self: &Arc<Self>, rate: impl Fn() -> f64) -> Slot {
         loop {
@@ -83,8 +68,10 @@ impl InFlight {
             tokio::pin!(changed);
             changed.as_mut().enable();
             {
+                // Asked before locking: the rate comes from the budget's own lock.
+                let rate = rate();
                 let mut s = self.lock();
-                if s.total < self.cap && s.active < limit(self.cap, rate(), s.srtt) {
+                if s.total < self.cap && s.active < limit(self.cap, rate, s.srtt) {
                     s.total += 1;
                     s.active += 1;
                     return Slot {

@@ -149,6 +149,7 @@ impl JournalHandle {
 
     /// Writes on the calling task, one record per write (no group commit).
     /// Only for journals that never block: [`NullJournal`], test fakes.
+    #[doc(hidden)]
     pub fn immediate(journal: Box<dyn Journal>) -> JournalHandle {
         JournalHandle {
             writer: Writer::Immediate(Arc::new(Mutex::new(Latched {

@@ -39,8 +39,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-pub use budget::{Answer, BotBudget, Budgets, Launched, Permit};
-pub use inflight::{InFlight, Slot};
+use budget::Answer;
+pub use budget::{BotBudget, Budgets};
+use inflight::{InFlight, Slot};
 pub use journal::{AttemptEntry, Journal, JournalHandle, NullJournal, OutcomeEntry};
 
 use crate::api::{BotAuth, Reply, Transport};
@@ -322,7 +323,9 @@ pub async fn deliver(
             _ = stopper.stopped() => break,
             r = requests.recv() => match r { Some(r) => r, None => break },
         };
-        while tasks.try_join_next().is_some() {}
+        while let Some(joined) = tasks.try_join_next() {
+            stop_if_crashed(joined, &stopper);
+        }
         let (target, settings, journal, stopper, stats, judge, inflight) = (
             target.clone(),
             settings.clone(),
@@ -354,13 +357,7 @@ pub async fn deliver(
         let stopper = stopper.clone();
         async move {
             while let Some(joined) = tasks.join_next().await {
-                if let Err(e) = joined {
-                    if e.is_panic() {
-                        stopper.stop(StopReason::Crashed {
-                            what: "a sender task".into(),
-                        });
-                    }
-                }
+                stop_if_crashed(joined, &stopper);
             }
             tasks
         }
@@ -397,6 +394,15 @@ pub async fn deliver(
         stopped: stopper.reason(),
         seconds: started.elapsed().as_secs_f64(),
         top_failures: top,
+    }
+}
+
+/// A sender task that panicked lost its recipient's outcome: the run stops.
+fn stop_if_crashed(joined: Result<(), tokio::task::JoinError>, stopper: &Stopper) {
+    if joined.is_err_and(|e| e.is_panic()) {
+        stopper.stop(StopReason::Crashed {
+            what: "a sender task".into(),
+        });
     }
 }
 
@@ -664,7 +670,6 @@ impl Sender<'_> {
                         return None;
                     }
                     recorded = false;
-                    since_record = 0;
                     if self.wait(delay, slot).await {
                         return not_sent(attempts, recorded, since_record, status, &text);
                     }
