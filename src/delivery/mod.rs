@@ -422,6 +422,37 @@ struct Settled {
     since_record: u32,
 }
 
+/// Where one recipient's delivery stands.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Requests made for this recipient.
+    attempts: u32,
+    /// Whether an attempt record is open (its outcome must be recorded).
+    recorded: bool,
+    /// Requests since that record.
+    since_record: u32,
+}
+
+impl Progress {
+    fn end(
+        self,
+        class: OutcomeClass,
+        status: Option<u16>,
+        text: Option<String>,
+    ) -> Option<Settled> {
+        Some(Settled {
+            outcome: Outcome {
+                class,
+                attempts: self.attempts,
+                status,
+                text,
+            },
+            recorded: self.recorded,
+            since_record: self.since_record,
+        })
+    }
+}
+
 /// What one recipient's delivery works with.
 struct Sender<'a> {
     target: &'a Target,
@@ -485,56 +516,28 @@ impl Sender<'_> {
     ) -> Option<Settled> {
         let (target, settings, stopper, stats) =
             (self.target, self.settings, self.stopper, self.stats);
-        let mut attempts = 0u32;
-        let mut recorded = false;
-        let mut since_record = 0u32;
-        let not_sent = |attempts, recorded, since_record, status, text: &str| {
-            Some(Settled {
-                outcome: Outcome {
-                    class: OutcomeClass::NotSent,
-                    attempts,
-                    status,
-                    text: Some(text.to_owned()),
-                },
-                recorded,
-                since_record,
-            })
-        };
-        let settled = |class, attempts, since_record, status, text| {
-            Some(Settled {
-                outcome: Outcome {
-                    class,
-                    attempts,
-                    status,
-                    text,
-                },
-                recorded: true,
-                since_record,
-            })
-        };
+        let mut p = Progress::default();
         loop {
             let permit = tokio::select! {
                 biased;
-                _ = stopper.stopped() => return not_sent(attempts, recorded, since_record, None, STOPPED),
+                _ = stopper.stopped() => return p.end(OutcomeClass::NotSent, None, Some(STOPPED.into())),
                 p = target.budget.acquire() => p,
             };
             let held_since = Instant::now();
             if stopper.is_stopped() {
-                return not_sent(attempts, recorded, since_record, None, STOPPED);
+                return p.end(OutcomeClass::NotSent, None, Some(STOPPED.into()));
             }
             if let Some(gate) = &target.gate {
                 if !gate() {
                     stopper.stop(StopReason::WindowClosed);
-                    return not_sent(
-                        attempts,
-                        recorded,
-                        since_record,
+                    return p.end(
+                        OutcomeClass::NotSent,
                         None,
-                        "the send window closed",
+                        Some("the send window closed".into()),
                     );
                 }
             }
-            if !recorded {
+            if !p.recorded {
                 // Recorded only now that the request holds its rate permit, so
                 // that after a crash `unknown` means "may really have been
                 // sent", not "was waiting for its turn". Retries reuse it.
@@ -547,16 +550,16 @@ impl Sender<'_> {
                     stopper.stop(StopReason::Journal { error });
                     return None;
                 }
-                recorded = true;
-                since_record = 0;
+                p.recorded = true;
+                p.since_record = 0;
             }
             let launched = tokio::select! {
                 biased;
-                _ = stopper.stopped() => return not_sent(attempts, recorded, since_record, None, STOPPED),
+                _ = stopper.stopped() => return p.end(OutcomeClass::NotSent, None, Some(STOPPED.into())),
                 l = permit.launch() => l,
             };
-            attempts += 1;
-            since_record += 1;
+            p.attempts += 1;
+            p.since_record += 1;
             stats.requests.fetch_add(1, Ordering::Relaxed);
             let reply = self.exchange(request, slot).await;
             let answer = match &reply {
@@ -584,48 +587,28 @@ impl Sender<'_> {
                 self.inflight.observe(held_since.elapsed());
             }
             launched.answered(answer);
-            let retry_allowed = attempts <= settings.retries;
+            let retry_allowed = p.attempts <= settings.retries;
             match reply {
                 Reply::Sent { status, result } => {
-                    return settled(
-                        OutcomeClass::Sent,
-                        attempts,
-                        since_record,
-                        Some(status),
-                        result,
-                    );
+                    return p.end(OutcomeClass::Sent, Some(status), result);
                 }
                 Reply::Rejected { status, text } => {
-                    return settled(
-                        OutcomeClass::Rejected,
-                        attempts,
-                        since_record,
-                        Some(status),
-                        Some(text),
-                    );
+                    return p.end(OutcomeClass::Rejected, Some(status), Some(text));
                 }
                 Reply::Fatal { status, text } => {
                     stopper.stop(StopReason::Fatal {
                         status,
                         text: text.clone(),
                     });
-                    return not_sent(attempts, recorded, since_record, Some(status), &text);
+                    return p.end(OutcomeClass::NotSent, Some(status), Some(text));
                 }
                 Reply::Unknown { text } if !(settings.retry_unknown && retry_allowed) => {
-                    return settled(
-                        OutcomeClass::Unknown,
-                        attempts,
-                        since_record,
-                        None,
-                        Some(text),
-                    );
+                    return p.end(OutcomeClass::Unknown, None, Some(text));
                 }
                 Reply::Unknown { .. } => {
-                    if self.wait(backoff(settings, attempts), slot).await {
-                        return settled(
+                    if self.wait(backoff(settings, p.attempts), slot).await {
+                        return p.end(
                             OutcomeClass::Unknown,
-                            attempts,
-                            since_record,
                             None,
                             Some("run stopped before the retry".into()),
                         );
@@ -636,7 +619,7 @@ impl Sender<'_> {
                     text,
                     retry_after,
                 } => {
-                    let mut delay = backoff(settings, attempts);
+                    let mut delay = backoff(settings, p.attempts);
                     if status == Some(429) {
                         stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                         // Honoured for this recipient always; the budget
@@ -644,13 +627,7 @@ impl Sender<'_> {
                         delay = delay.max(retry_after.unwrap_or_default());
                     }
                     if !retry_allowed {
-                        return settled(
-                            OutcomeClass::Failed,
-                            attempts,
-                            since_record,
-                            status,
-                            Some(text),
-                        );
+                        return p.end(OutcomeClass::Failed, status, Some(text));
                     }
                     // A definite answer: not delivered. Recorded before the
                     // backoff, so that a crash while waiting leaves it "failed,
@@ -660,7 +637,7 @@ impl Sender<'_> {
                         key: request.key.clone(),
                         outcome: Outcome {
                             class: OutcomeClass::Failed,
-                            attempts: since_record,
+                            attempts: p.since_record,
                             status,
                             text: Some(text.clone()),
                         },
@@ -669,9 +646,9 @@ impl Sender<'_> {
                         stopper.stop(StopReason::Journal { error });
                         return None;
                     }
-                    recorded = false;
+                    p.recorded = false;
                     if self.wait(delay, slot).await {
-                        return not_sent(attempts, recorded, since_record, status, &text);
+                        return p.end(OutcomeClass::NotSent, status, Some(text));
                     }
                 }
             }
