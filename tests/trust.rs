@@ -263,6 +263,32 @@ fn a_token_file_outside_the_project_is_refused() {
     assert_refused(&out, "smax.yaml:4:17");
 }
 
+/// `token_file: ln/../tok` with `ln` a committed symlink out of the project: the
+/// path is checked as `tok` inside the project, so that is what must be read,
+/// never the `tok` beside the symlink's target.
+#[cfg(unix)]
+#[test]
+fn a_named_bots_token_file_is_read_where_it_was_checked() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(outside.path().join("deep")).expect("mkdir");
+    std::fs::write(outside.path().join("tok"), "outside-secret-31f0").expect("write");
+    let project = TempProject::new(
+        "bots:\n  shop:\n    id: \"b1\"\n    token_file: ln/../tok\n    api: v2\n",
+    );
+    std::os::unix::fs::symlink(outside.path().join("deep"), project.path().join("ln"))
+        .expect("symlink");
+    project.write("tok", "decoy-token-7a2c");
+    project.write("c.yaml", &one_user_campaign());
+    let sandbox = common::SandboxProc::start(&["--bot", "b1=decoy-token-7a2c"]);
+    let out = project.run(&["run", "c.yaml", "--api-url", &sandbox.url], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        sandbox.accepted().len(),
+        1,
+        "sent with the checked file's token"
+    );
+}
+
 /// The token of the scrubbing test, and its percent-encoded form.
 const LEAKY_TOKEN: &str = "tok-LEAK/9d8c+7b6a5f";
 const LEAKY_TOKEN_ENCODED: &str = "tok-LEAK%2F9d8c%2B7b6a5f";

@@ -239,6 +239,13 @@ fn check_api_url(url: &str, at: Location, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// A `token_file` as it is checked and read: relative to the file naming it,
+/// `.` and `..` resolved by the text of the path.
+fn token_file_path(naming_file: &Path, token_file: &str) -> PathBuf {
+    let base = naming_file.parent().unwrap_or(Path::new("."));
+    super::normalize(&base.join(token_file))
+}
+
 fn token_source<T>(
     bot: &BotSpec,
     file: &Parsed<T>,
@@ -254,8 +261,7 @@ fn token_source<T>(
             Some(TokenSource::Env(env.clone()))
         }
         (None, Some(path)) => {
-            let base = file.source.path.parent().unwrap_or(Path::new("."));
-            let resolved = super::normalize(&base.join(path));
+            let resolved = token_file_path(&file.source.path, path);
             if let Err(refusal) = allowed.check_file(&resolved) {
                 out.push(
                     super::refusal_diagnostic("token file", &resolved, &refusal, allowed)
@@ -1232,15 +1238,13 @@ fn resolve_bot(
     let token = match &bot_file_pointer {
         Some(p) => token_source(&spec, file, p, allowed, out),
         // A named bot's token source was checked with the project file.
+        // The same path that check was made on, or a `..` after a symlink could
+        // be read from somewhere else than was checked.
         None => spec.token_env.clone().map(TokenSource::Env).or_else(|| {
-            let base = project
-                .file
-                .as_ref()
-                .and_then(|f| f.source.path.parent())
-                .unwrap_or(Path::new("."));
+            let project_file = project.file.as_ref()?;
             spec.token_file
                 .as_ref()
-                .map(|f| TokenSource::File(base.join(f)))
+                .map(|f| TokenSource::File(token_file_path(&project_file.source.path, f)))
         }),
     }?;
     Some(Bot {
