@@ -201,3 +201,22 @@ fn a_rate_from_project_defaults_is_checked_with_each_campaign() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
 }
+
+#[test]
+fn tolerances_over_100_percent_are_errors_at_their_value() {
+    let p = shop_project();
+    p.write("a.csv", "customer_id,first_name\nC1,An\n");
+    p.write(
+        "c.yaml",
+        &format!(
+            "{}delivery:\n  max_failures: \"150%\"\n  max_invalid: \"101%\"\n",
+            campaign("    - csv: a.csv\n", "Chào {{ first_name }}")
+        ),
+    );
+    let out = p.run(&["validate", "--format", "json", "c.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", transcript(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for code in ["invalid-max-failures", "invalid-max-invalid"] {
+        assert!(text.contains(code), "{code} missing: {text}");
+    }
+}

@@ -17,7 +17,7 @@ use super::{
 use super::{Confinement, Refusal};
 use crate::api::{is_real_api, PLATFORM_RATE_LIMIT};
 use crate::diagnostic::{suggest, Diagnostic, Location, Position, SourceText};
-use crate::render::templates::{TemplateSet, KEY, WHERE};
+use crate::render::templates::{find_name, TemplateSet, KEY, WHERE};
 
 /// The longest `delivery.timeout`: a request that takes longer has failed,
 /// and the bound keeps the deadline arithmetic far from overflow.
@@ -330,27 +330,29 @@ fn apply_delivery<T>(
     if let Some(r) = spec.retry_unknown {
         delivery.retry_unknown = r;
     }
-    if let Some(m) = &spec.max_failures {
+    // The same form for both: a share up to 100% or a count.
+    for (key, code, examples, spec, slot) in [
+        (
+            "max_failures",
+            "invalid-max-failures",
+            "(`5%`) or a count (`50`)",
+            &spec.max_failures,
+            &mut delivery.max_failures,
+        ),
+        (
+            "max_invalid",
+            "invalid-max-invalid",
+            "(`2%`) or a count (`3`)",
+            &spec.max_invalid,
+            &mut delivery.max_invalid,
+        ),
+    ] {
+        let Some(m) = spec else { continue };
         match parse_tolerance(m) {
-            Some(v) => delivery.max_failures = v,
+            Some(v) => *slot = v,
             None => out.push(
-                Diagnostic::error(
-                    "invalid-max-failures",
-                    "max_failures is a share up to 100% (`5%`) or a count (`50`)",
-                )
-                .at(file.value_at(&format!("{pointer}/max_failures"))),
-            ),
-        }
-    }
-    if let Some(m) = &spec.max_invalid {
-        match parse_tolerance(m) {
-            Some(v) => delivery.max_invalid = v,
-            None => out.push(
-                Diagnostic::error(
-                    "invalid-max-invalid",
-                    "max_invalid is a share up to 100% (`2%`) or a count (`3`)",
-                )
-                .at(file.value_at(&format!("{pointer}/max_invalid"))),
+                Diagnostic::error(code, format!("{key} is a share up to 100% {examples}"))
+                    .at(file.value_at(&format!("{pointer}/{key}"))),
             ),
         }
     }
@@ -403,18 +405,6 @@ fn template_location(
         }
         None => file.value_at(pointer),
     }
-}
-
-/// The first whole-word occurrence of `name` in a template, as a byte offset.
-fn find_word(template: &str, name: &str) -> Option<usize> {
-    let bytes = template.as_bytes();
-    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    template.match_indices(name).map(|(i, _)| i).find(|&i| {
-        let before_ok = i == 0 || !is_ident(bytes[i - 1]);
-        let end = i + name.len();
-        let after_ok = end >= bytes.len() || !is_ident(bytes[end]);
-        before_ok && after_ok
-    })
 }
 
 fn resolve_source(
@@ -577,15 +567,6 @@ fn default_key(c: &CampaignFile, api: ApiVersion) -> Option<String> {
     candidates.into_iter().flatten().next().cloned()
 }
 
-/// Checks the meaning of a campaign that passed the schema. Without an API
-/// URL, checks that depend on it (the platform's rate limit) warn.
-pub fn check_campaign(
-    file: Parsed<CampaignFile>,
-    project: &Project,
-) -> (Option<Campaign>, Vec<Diagnostic>) {
-    check_campaign_for(file, project, None, &Masked::default())
-}
-
 /// Parts of a campaign the schema found wrong (JSON pointers). They are
 /// taken out of the typed campaign the meaning checks see, or stood in for;
 /// checks that read them are skipped, so that one problem is reported once
@@ -611,7 +592,7 @@ impl Masked {
     }
 }
 
-/// [`check_campaign`] for a campaign meant for `api_url`, with the `masked`
+/// Checks the meaning of a campaign that passed the schema, meant for `api_url`, with the `masked`
 /// parts left unchecked.
 pub(super) fn check_campaign_for(
     file: Parsed<CampaignFile>,
@@ -842,7 +823,7 @@ pub(super) fn check_campaign_for(
     for f in &fields {
         let mut names: Vec<String> = set.undeclared(&f.pointer).into_iter().collect();
         // In source order: the engine's set has none, and diagnostics must not move.
-        names.sort_by_key(|v| (find_word(&f.source, v).unwrap_or(usize::MAX), v.clone()));
+        names.sort_by_key(|v| (find_name(&f.source, v).unwrap_or(usize::MAX), v.clone()));
         for v in names.into_iter().filter(|v| !set.is_builtin(v)) {
             per_row_names.push((v, f.pointer.clone(), &f.source));
         }
@@ -902,7 +883,7 @@ pub(super) fn check_campaign_for(
                     &file,
                     &f.pointer,
                     &f.source,
-                    find_word(&f.source, var).map(|o| o..o + var.len()),
+                    find_name(&f.source, var).map(|o| o..o + var.len()),
                 ));
                 if let Some(s) = suggest(var, c.vars.keys().map(String::as_str)) {
                     d = d.help(format!("did you mean `vars.{s}`?"));
@@ -1149,7 +1130,7 @@ fn check_columns(
         } else {
             template_pointer.as_str()
         };
-        let range = find_word(template, var).map(|o| o..o + var.len());
+        let range = find_name(template, var).map(|o| o..o + var.len());
         let noun = fields.noun;
         let mut d = Diagnostic::error(
             "unknown-template-variable",

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-pub use self::check::check_campaign;
 use self::check::Masked;
 pub use self::confine::{Confinement, Refusal};
 pub use self::model::{ApiVersion, ColumnType, MessagingTag, PriorityChannel, TagStyle};

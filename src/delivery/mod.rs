@@ -734,9 +734,10 @@ fn judge_outcome(
     drop(j);
     let failures = stats.failures();
     let attempts = stats.finished();
+    // A share is judged only after 100 attempts: a few early failures say little.
     let exceeded = match settings.max_failures {
-        MaxFailures::Count(n) => failures > n,
-        MaxFailures::Share(share) => attempts >= 100 && failures as f64 > share * attempts as f64,
+        MaxFailures::Share(_) if attempts < 100 => false,
+        tolerance => tolerance.exceeded_by(failures, attempts),
     };
     if exceeded {
         stopper.stop(StopReason::MaxFailures { failures, attempts });

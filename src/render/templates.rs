@@ -280,7 +280,7 @@ fn unresolved_prefix(ctx: &Value, path: &str) -> Option<String> {
 }
 
 /// The first whole-word occurrence of a dotted name in a template source.
-fn find_name(source: &str, name: &str) -> Option<usize> {
+pub(crate) fn find_name(source: &str, name: &str) -> Option<usize> {
     let bytes = source.as_bytes();
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     source.match_indices(name).map(|(i, _)| i).find(|&i| {
