@@ -493,3 +493,22 @@ fn a_campaign_file_past_8_mib_is_refused_unread() {
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains("error[file-too-large]"), "{all}");
 }
+
+/// Thousands of schema errors under one key, plus one that needs its parent
+/// taken out: salvaging the rest for the meaning checks must stay linear (it
+/// took minutes), so the file is reported within the bounded run.
+#[test]
+fn many_schema_errors_under_one_key_are_reported_within_bounds() {
+    let project = TempProject::new(PROJECT);
+    let mut unknown = String::new();
+    for i in 0..5000 {
+        unknown.push_str(&format!("  unknown_{i}: x\n"));
+    }
+    let file = format!(
+        "version: 1\nname: trust\nbot: shop\naudience:\n  from:\n    - csv: 5\nrecipient:\n  customer_id: \"{{{{ customer_id }}}}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: hi\n{unknown}"
+    );
+    project.write("campaigns/c.yaml", &file);
+    let out = run_bounded(&project, &["validate", "-q", "campaigns/c.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("unknown_4999"), "every key is reported");
+}

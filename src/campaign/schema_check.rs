@@ -328,32 +328,56 @@ pub fn salvage_campaign(
     pointers: &[String],
 ) -> Option<(super::model::CampaignFile, Vec<String>)> {
     value.as_object()?;
-    let mut targets: Vec<Vec<String>> = pointers
-        .iter()
-        .map(|p| member_at_or_above(value, &segments(p)))
-        .filter(|t| !t.is_empty())
-        .collect();
+    let mut targets = outermost(
+        pointers
+            .iter()
+            .map(|p| member_at_or_above(value, &segments(p)))
+            .filter(|t| !t.is_empty())
+            .collect(),
+    );
     loop {
         if let Some(campaign) = without(value, &targets) {
             return Some((campaign, targets.iter().map(|t| pointer_of(t)).collect()));
         }
         // Raise one part at a time first, so that one part that needs it
-        // does not take the others' surroundings with it.
+        // does not take the others' surroundings with it. Each raised part is
+        // tried once: many errors under one key all raise to that key, and
+        // trying it for each of them made a large file take minutes.
+        let mut tried_raises = std::collections::HashSet::new();
         for i in 0..targets.len() {
+            let up = raised(value, &targets[i]);
+            if up == targets[i] || !tried_raises.insert(up.clone()) {
+                continue;
+            }
             let mut tried = targets.clone();
-            tried[i] = raised(value, &tried[i]);
-            if tried[i] != targets[i] {
-                if let Some(campaign) = without(value, &tried) {
-                    return Some((campaign, tried.iter().map(|t| pointer_of(t)).collect()));
-                }
+            tried[i] = up;
+            let tried = outermost(tried);
+            if let Some(campaign) = without(value, &tried) {
+                return Some((campaign, tried.iter().map(|t| pointer_of(t)).collect()));
             }
         }
-        let all: Vec<Vec<String>> = targets.iter().map(|t| raised(value, t)).collect();
+        let all = outermost(targets.iter().map(|t| raised(value, t)).collect());
         if all == targets {
             return None;
         }
         targets = all;
     }
+}
+
+/// The targets without repeats and without any that lies inside another
+/// (removing the outer one removes it too).
+fn outermost(mut targets: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    // Sorted, every path directly follows the paths it lies inside.
+    targets.sort();
+    targets.dedup();
+    let mut kept: Vec<Vec<String>> = Vec::with_capacity(targets.len());
+    for t in targets {
+        if kept.last().is_some_and(|outer| t.starts_with(outer)) {
+            continue;
+        }
+        kept.push(t);
+    }
+    kept
 }
 
 /// `value` without the members at `targets`, stand-ins for missing required
