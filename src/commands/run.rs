@@ -739,7 +739,12 @@ fn markdown_summary(r: &RunReport) -> String {
     if !d.top_failures.is_empty() {
         let _ = writeln!(out, "\n| failure | count |\n|---|---:|");
         for (text, n) in &d.top_failures {
-            let _ = writeln!(out, "| {} | {} |", text.replace('|', "\\|"), thousands(*n));
+            let _ = writeln!(
+                out,
+                "| {} | {} |",
+                crate::report::md_cell(text),
+                thousands(*n)
+            );
         }
     }
     out.push('\n');

@@ -353,7 +353,7 @@ fn recipients_markdown(run: &RunSummary, rows: &[DeliveryRow]) -> String {
             d.row,
             outcome_word(d.class),
             d.attempts,
-            d.platform_text.as_deref().unwrap_or("").replace('|', "\\|")
+            crate::report::md_cell(d.platform_text.as_deref().unwrap_or(""))
         );
     }
     out

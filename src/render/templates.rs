@@ -212,9 +212,7 @@ impl TemplateSet {
 
     /// Whether the template's output can differ between recipients.
     pub fn varies_per_row(&self, name: &str) -> bool {
-        self.undeclared(name).iter().any(|v| {
-            !matches!(v.as_str(), "vars" | "campaign" | "run" | "now") && !self.is_builtin(v)
-        })
+        self.undeclared(name).iter().any(|v| !self.is_builtin(v))
     }
 
     /// Whether a name a template reads is provided whatever the row holds:

@@ -46,6 +46,11 @@ pub fn human_duration(seconds: f64) -> String {
     }
 }
 
+/// Text for a markdown table cell: a `|` would end the cell.
+pub fn md_cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
 /// `n` as a percentage of `of` (`None` when `of` is 0).
 ///
 /// ```

@@ -239,7 +239,7 @@ impl PlanReport {
                     "| `{}:{}` | {} |",
                     row.file.display(),
                     row.row,
-                    row.reason.replace('|', "\\|")
+                    super::md_cell(&row.reason)
                 );
             }
             let _ = writeln!(out, "\n</details>");
