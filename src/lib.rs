@@ -16,6 +16,7 @@ pub mod logging;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod run;
 pub mod sandbox;
 pub mod schedule;
 pub mod state;

@@ -212,7 +212,7 @@ async fn a_fatal_answer_stops_the_run_and_leaves_the_rest_not_sent() {
     ));
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     assert_eq!(result.sent, 0);
-    assert_eq!(stats.get(OutcomeClass::NotSent), 1);
+    assert_eq!(stats.get(OutcomeClass::Skipped), 1);
 }
 
 /// Answers each call after a delay, both chosen by the call's number; notes
@@ -474,7 +474,7 @@ async fn an_attempt_is_recorded_once_its_request_holds_the_rate_permit() {
             .collect();
         assert_eq!(
             mine,
-            [(OutcomeClass::Failed, 1), (OutcomeClass::Sent, 1)],
+            [(OutcomeClass::Retryable, 1), (OutcomeClass::Sent, 1)],
             "{key}"
         );
     }

@@ -1171,7 +1171,7 @@ fn project_files_mutated() {
             match campaign::load_project(&path) {
                 Ok(project) => {
                     accepted();
-                    let _ = project.state_path();
+                    let _ = project.state_setting();
                     let _ = project.api_url();
                     Ok(())
                 }

@@ -225,13 +225,12 @@ impl Project {
             .to_owned()
     }
 
-    /// The state database path the project names (default `.smax/state.db`).
-    pub fn state_path(&self) -> PathBuf {
-        let rel = self
-            .content()
+    /// The state location smax.yaml names, as written (default `.smax/state.db`);
+    /// relative paths are relative to [`Project::root`].
+    pub fn state_setting(&self) -> &str {
+        self.content()
             .and_then(|p| p.state.as_deref())
-            .unwrap_or(".smax/state.db");
-        self.root.join(rel)
+            .unwrap_or(".smax/state.db")
     }
 }
 

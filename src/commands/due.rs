@@ -2,14 +2,16 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::runstate::{state_error, state_path};
-use super::{campaign_files, eprint_diagnostics, print_out, ExitStatus};
+use super::{
+    campaign_files, eprint_diagnostics, note_missing_store, print_out, render_error, ExitStatus,
+};
 use crate::campaign::{self, Campaign};
 use crate::cli::{DueArgs, DueFormat, GlobalArgs};
 use crate::diagnostic::{Diagnostic, Location};
-use crate::plan::run_id;
+use crate::plan::{due_at, run_id};
+use crate::run::RunError;
 use crate::schedule::Due;
-use crate::state::{RunStatus, SqliteStore, StateStore};
+use crate::state::{RunStatus, StateStore};
 
 /// What the schedule of one campaign says at a time.
 #[derive(Debug, Serialize)]
@@ -28,7 +30,7 @@ pub(crate) struct DueLine {
 pub(crate) fn due_line(
     c: &Campaign,
     at: chrono::DateTime<chrono::Utc>,
-    store: Option<&SqliteStore>,
+    store: Option<&dyn StateStore>,
 ) -> DueLine {
     let mut line = DueLine {
         campaign: c.name.clone(),
@@ -37,12 +39,10 @@ pub(crate) fn due_line(
         run_id: None,
         next: None,
     };
-    let Some(schedule) = &c.schedule else {
+    let Some(due) = due_at(c, at, store) else {
         return line;
     };
-    let seen =
-        |occurrence: &str| super::runstate::occurrence_seen(store, &run_id(c, Some(occurrence)));
-    let (status, occurrence, next) = match schedule.due_given(at, seen) {
+    let (status, occurrence, next) = match due {
         Due::Due(o) => ("due", Some(o), None),
         Due::Missed { occurrence, next } => ("missed", Some(occurrence), next),
         Due::Done { occurrence, next } => {
@@ -84,6 +84,7 @@ pub(super) fn run(global: &GlobalArgs, args: &DueArgs) -> ExitStatus {
     let mut status = ExitStatus::Success;
     let mut at_shown = None;
     let mut noted = std::collections::HashSet::new();
+    let inputs = super::inputs(global);
     for file in &files {
         let project = match campaign::project_for(file, global.config.as_deref()) {
             Ok(p) => p,
@@ -99,20 +100,20 @@ pub(super) fn run(global: &GlobalArgs, args: &DueArgs) -> ExitStatus {
             status = ExitStatus::Invalid;
             continue;
         };
-        let at = match super::plan::resolve_at(args.at.as_deref(), &c) {
+        let at = match crate::run::resolve_at(args.at.as_deref(), &c) {
             Ok(t) => t,
-            Err(s) => return s,
+            Err(e) => return render_error(&e),
         };
         at_shown.get_or_insert(at);
-        let state = state_path(global, &project);
+        let state = inputs.state_location(&project);
         if noted.insert(state.clone()) {
-            super::runstate::note_missing_store(&state, global.quiet);
+            note_missing_store(&state, global.quiet);
         }
-        let store = match SqliteStore::open_read_only(&state) {
+        let store = match crate::state::open_read_only(&state) {
             Ok(s) => s,
-            Err(e) => return state_error(&state, &e),
+            Err(e) => return render_error(&RunError::state(state.to_string(), e)),
         };
-        lines.push(due_line(&c, at, store.as_ref()));
+        lines.push(due_line(&c, at, store.as_deref()));
     }
     let at = at_shown.unwrap_or_else(chrono::Utc::now);
     print_out(&match args.format {

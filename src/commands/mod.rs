@@ -3,7 +3,6 @@
 mod due;
 mod plan;
 mod run;
-mod runstate;
 mod sandbox;
 mod schema;
 mod state;
@@ -13,8 +12,9 @@ mod validate;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Cli, ColorWhen, Command};
+use crate::cli::{Cli, ColorWhen, Command, GlobalArgs};
 use crate::diagnostic::{render, Diagnostic, DiagnosticFormat};
+use crate::run::RunError;
 
 /// How the process ends (SPEC section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +85,50 @@ pub fn run(cli: Cli) -> ExitStatus {
     }
 }
 
+/// Where things are, as the flags and the environment say (nothing read yet).
+pub(crate) fn inputs(global: &GlobalArgs) -> crate::run::Inputs {
+    crate::run::Inputs {
+        config: global.config.clone(),
+        api_url: global.api_url.clone(),
+        state: global
+            .state
+            .as_deref()
+            .map(|s| crate::state::StateLocation::parse(s.as_os_str(), Path::new(""))),
+    }
+}
+
+/// The exit code of an error: decided here, and only here.
+pub(crate) fn exit_status(error: &RunError) -> ExitStatus {
+    match error {
+        RunError::Campaign { .. }
+        | RunError::Invalid(_)
+        | RunError::State { .. }
+        | RunError::Lock { .. }
+        | RunError::Changed { .. } => ExitStatus::Invalid,
+        RunError::Locked { .. } => ExitStatus::Locked,
+        RunError::TooManyInvalid(_) | RunError::Failed(_) => ExitStatus::Failed,
+    }
+}
+
+/// Prints an error (on stderr) and says how the process should end.
+pub(crate) fn render_error(error: &RunError) -> ExitStatus {
+    eprint_diagnostics(&error.diagnostics());
+    if let Some(footer) = error.footer() {
+        print_err(&footer);
+    }
+    exit_status(error)
+}
+
+/// For commands that only read state: a missing store reads as empty, and says so
+/// (on stderr, so that JSON and markdown output stay clean). Nothing is created.
+pub(crate) fn note_missing_store(location: &crate::state::StateLocation, quiet: bool) {
+    if location.is_missing_file() && !quiet {
+        print_err(&format!(
+            "note: no state store at {location}; read as empty, nothing was created (`run` needs --new-state or `state init` to create one)\n"
+        ));
+    }
+}
+
 pub(crate) fn usage_error(message: &str) -> ExitStatus {
     eprint_diagnostics(&[Diagnostic::error("usage", message)]);
     ExitStatus::Invalid
@@ -126,29 +170,6 @@ pub(crate) async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Opens `--requests FILE` for writing (buffered), or says why not.
-pub(crate) fn create_requests_file(
-    path: Option<&Path>,
-) -> Result<Option<crate::redact::ScrubbedFile>, ExitStatus> {
-    let Some(path) = path else {
-        return Ok(None);
-    };
-    match crate::redact::create_file(path) {
-        Ok(f) => Ok(Some(f)),
-        Err(e) => {
-            eprint_diagnostics(&[Diagnostic::error(
-                "unwritable-file",
-                format!(
-                    "cannot write `{}`: {}",
-                    path.display(),
-                    crate::campaign::io_reason(&e)
-                ),
-            )]);
-            Err(ExitStatus::Invalid)
-        }
     }
 }
 

@@ -1,9 +1,8 @@
 //! `state init`: the one way, besides `run --new-state`, that a state store comes to be.
 
-use super::runstate::{state_error, state_file_for};
-use super::{print_out, usage_error, ExitStatus};
+use super::{print_out, render_error, usage_error, ExitStatus};
 use crate::cli::{GlobalArgs, StateCommand};
-use crate::state::SqliteStore;
+use crate::run::RunError;
 
 pub(super) fn run(global: &GlobalArgs, command: &StateCommand) -> ExitStatus {
     match command {
@@ -12,25 +11,22 @@ pub(super) fn run(global: &GlobalArgs, command: &StateCommand) -> ExitStatus {
 }
 
 fn init(global: &GlobalArgs) -> ExitStatus {
-    let path = match state_file_for(global, None) {
-        Ok(p) => p,
-        Err(s) => return s,
+    let location = match super::inputs(global).state_location_for(None) {
+        Ok(l) => l,
+        Err(errors) => return render_error(&RunError::Invalid(errors)),
     };
-    if path.as_os_str() == "none" {
-        return usage_error("--state none keeps no state; there is nothing to create");
-    }
-    match SqliteStore::create(&path) {
-        Ok((_, true)) => {
-            print_out(&format!("created the state store {}\n", path.display()));
+    match crate::state::create(&location) {
+        Ok(Some((_, true))) => {
+            print_out(&format!("created the state store {location}\n"));
             ExitStatus::Success
         }
-        Ok((_, false)) => {
+        Ok(Some((_, false))) => {
             print_out(&format!(
-                "the state store {} already exists; left as it was\n",
-                path.display()
+                "the state store {location} already exists; left as it was\n"
             ));
             ExitStatus::Success
         }
-        Err(e) => state_error(&path, &e),
+        Ok(None) => usage_error("--state none keeps no state; there is nothing to create"),
+        Err(e) => render_error(&RunError::state(location.to_string(), e)),
     }
 }

@@ -4,12 +4,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::runstate::state_error;
-use super::{print_out, ExitStatus};
+use super::{print_out, render_error, ExitStatus};
 use crate::campaign;
 use crate::cli::{GlobalArgs, RecipientFilter, ReportFormat, StatusArgs};
 use crate::report::{human_duration, percent, thousands};
-use crate::state::{DeliveryRow, OutcomeClass, RunStatus, RunSummary, SqliteStore, StateStore};
+use crate::run::RunError;
+use crate::state::{DeliveryRow, LockName, OutcomeClass, RunStatus, RunSummary, StateStore};
 
 pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
     // A target naming a file is a campaign file: its runs are the campaign's.
@@ -18,20 +18,21 @@ pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
         .as_deref()
         .map(Path::new)
         .filter(|p| p.is_file());
-    let state = match super::runstate::state_file_for(global, file) {
-        Ok(p) => p,
-        Err(s) => return s,
+    let location = match super::inputs(global).state_location_for(file) {
+        Ok(l) => l,
+        Err(errors) => return render_error(&RunError::Invalid(errors)),
     };
-    let store = match SqliteStore::open_read_only(&state) {
+    let state = location.to_string();
+    let state_error = |state: &str, e| render_error(&RunError::state(state, e));
+    let store = match crate::state::open_read_only(&location) {
         Ok(Some(s)) => s,
         Ok(None) => {
             print_out(&format!(
-                "no runs yet: there is no state store at {} (read as empty; nothing was created)\n",
-                state.display()
+                "no runs yet: there is no state store at {state} (read as empty; nothing was created)\n",
             ));
             return ExitStatus::Success;
         }
-        Err(e) => return state_error(&state, &e),
+        Err(e) => return state_error(&state, e),
     };
     let campaign_name = match file {
         Some(f) => match campaign::parse_campaign(f) {
@@ -54,7 +55,7 @@ pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
     };
     let runs = match runs {
         Ok(r) => r,
-        Err(e) => return state_error(&state, &e),
+        Err(e) => return state_error(&state, e),
     };
     if let Some(filter) = args.recipients {
         let Some(run) = runs.first() else {
@@ -69,7 +70,7 @@ pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
         };
         let rows = match store.deliveries(&run.run_id, &classes, Some(args.limit)) {
             Ok(r) => r,
-            Err(e) => return state_error(&state, &e),
+            Err(e) => return state_error(&state, e),
         };
         print_out(&match args.format {
             ReportFormat::Json => {
@@ -78,7 +79,7 @@ pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
                     .map(|d| {
                         let mut v = serde_json::to_value(d).unwrap_or_default();
                         if let Some(map) = v.as_object_mut() {
-                            map.insert("class".into(), outcome_word(d.class).into());
+                            map.insert("class".into(), OutcomeClass::label(d.class).into());
                         }
                         v
                     })
@@ -90,11 +91,11 @@ pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
         });
         return ExitStatus::Success;
     }
-    let views = views(&runs, &state);
+    let views = views(&runs, store.as_ref());
     print_out(&match args.format {
         ReportFormat::Json => {
             let runs: Vec<serde_json::Value> = views.iter().map(RunView::json).collect();
-            json(&serde_json::json!({ "state": state.display().to_string(), "runs": runs }))
+            json(&serde_json::json!({ "state": state, "runs": runs }))
         }
         ReportFormat::Markdown => runs_markdown(&views),
         ReportFormat::Text => runs_text(&views, &state),
@@ -189,22 +190,10 @@ impl RunView<'_> {
     }
 }
 
-/// A stored class in the words every output uses.
-fn outcome_word(class: OutcomeClass) -> &'static str {
-    match class {
-        OutcomeClass::Sent => "sent",
-        OutcomeClass::Rejected => "rejected",
-        OutcomeClass::Retryable => "failed",
-        OutcomeClass::Skipped => "pending",
-        OutcomeClass::Unknown => "unknown",
-        OutcomeClass::Attempted => "in flight",
-    }
-}
-
-fn views<'a>(runs: &'a [RunSummary], state: &Path) -> Vec<RunView<'a>> {
+fn views<'a>(runs: &'a [RunSummary], store: &dyn StateStore) -> Vec<RunView<'a>> {
     runs.iter()
         .map(|run| {
-            let status = effective_status(run, state);
+            let status = effective_status(run, store);
             RunView {
                 run,
                 status,
@@ -214,11 +203,11 @@ fn views<'a>(runs: &'a [RunSummary], state: &Path) -> Vec<RunView<'a>> {
         .collect()
 }
 
-fn effective_status(run: &RunSummary, state: &Path) -> RunStatus {
+fn effective_status(run: &RunSummary, store: &dyn StateStore) -> RunStatus {
     if run.status != RunStatus::Running {
         return run.status;
     }
-    match super::runstate::run_lock_holder(state, &run.run_id) {
+    match store.lock_holder(&LockName::Run(run.run_id.clone())) {
         Ok(None) => RunStatus::Interrupted,
         // Held, or cannot tell: say what the store says.
         _ => RunStatus::Running,
@@ -270,9 +259,9 @@ fn row(view: &RunView) -> [String; 11] {
     ]
 }
 
-fn runs_text(views: &[RunView], state: &Path) -> String {
+fn runs_text(views: &[RunView], state: &str) -> String {
     if views.is_empty() {
-        return format!("no runs in {}\n", state.display());
+        return format!("no runs in {state}\n");
     }
     let rows: Vec<[String; 11]> = views.iter().map(row).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
@@ -330,7 +319,7 @@ fn recipients_text(run: &RunSummary, rows: &[DeliveryRow]) -> String {
             d.key,
             d.source,
             d.row,
-            outcome_word(d.class),
+            OutcomeClass::label(d.class),
             d.attempts,
             d.status.map(|s| format!("  HTTP {s}")).unwrap_or_default(),
             d.platform_text
@@ -351,7 +340,7 @@ fn recipients_markdown(run: &RunSummary, rows: &[DeliveryRow]) -> String {
             d.key,
             d.source,
             d.row,
-            outcome_word(d.class),
+            OutcomeClass::label(d.class),
             d.attempts,
             crate::report::md_cell(d.platform_text.as_deref().unwrap_or(""))
         );

@@ -47,34 +47,11 @@ pub use journal::{AttemptEntry, Journal, JournalHandle, NullJournal, OutcomeEntr
 use crate::api::{BotAuth, Reply, Transport};
 use crate::campaign::MaxFailures;
 use crate::render::RenderedRequest;
+/// How a recipient's delivery ended: the state's classes, one vocabulary for both.
+pub use crate::state::OutcomeClass;
 
 /// Final failures in a row, failing the same way, that trip the breaker.
 pub const BREAKER_THRESHOLD: u64 = 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OutcomeClass {
-    Sent,
-    Rejected,
-    /// Retryable failures that exhausted their retries (definitely not delivered).
-    Failed,
-    /// May or may not have been delivered.
-    Unknown,
-    /// Taken from the audience, but the run stopped before it was sent.
-    NotSent,
-}
-
-impl OutcomeClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeClass::Sent => "sent",
-            OutcomeClass::Rejected => "rejected",
-            OutcomeClass::Failed => "failed",
-            OutcomeClass::Unknown => "unknown",
-            OutcomeClass::NotSent => "not-sent",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -216,16 +193,18 @@ impl Stats {
         match class {
             OutcomeClass::Sent => &self.sent,
             OutcomeClass::Rejected => &self.rejected,
-            OutcomeClass::Failed => &self.failed,
+            OutcomeClass::Retryable => &self.failed,
             OutcomeClass::Unknown => &self.unknown,
-            OutcomeClass::NotSent => &self.not_sent,
+            // A delivery never ends `attempted`: that class is the store's record of
+            // a request in flight. Counted with the not-sent if it ever did.
+            OutcomeClass::Skipped | OutcomeClass::Attempted => &self.not_sent,
         }
     }
 
     /// Deliveries that ended in failure (rejected, failed, unknown).
     pub fn failures(&self) -> u64 {
         self.get(OutcomeClass::Rejected)
-            + self.get(OutcomeClass::Failed)
+            + self.get(OutcomeClass::Retryable)
             + self.get(OutcomeClass::Unknown)
     }
 
@@ -386,9 +365,9 @@ pub async fn deliver(
     DeliveryResult {
         sent: stats.get(OutcomeClass::Sent),
         rejected: stats.get(OutcomeClass::Rejected),
-        failed: stats.get(OutcomeClass::Failed),
+        failed: stats.get(OutcomeClass::Retryable),
         unknown: stats.get(OutcomeClass::Unknown),
-        not_sent: stats.get(OutcomeClass::NotSent),
+        not_sent: stats.get(OutcomeClass::Skipped),
         requests: stats.requests.load(Ordering::Relaxed),
         rate_limited: stats.rate_limited.load(Ordering::Relaxed),
         stopped: stopper.reason(),
@@ -520,18 +499,18 @@ impl Sender<'_> {
         loop {
             let permit = tokio::select! {
                 biased;
-                _ = stopper.stopped() => return p.end(OutcomeClass::NotSent, None, Some(STOPPED.into())),
+                _ = stopper.stopped() => return p.end(OutcomeClass::Skipped, None, Some(STOPPED.into())),
                 p = target.budget.acquire() => p,
             };
             let held_since = Instant::now();
             if stopper.is_stopped() {
-                return p.end(OutcomeClass::NotSent, None, Some(STOPPED.into()));
+                return p.end(OutcomeClass::Skipped, None, Some(STOPPED.into()));
             }
             if let Some(gate) = &target.gate {
                 if !gate() {
                     stopper.stop(StopReason::WindowClosed);
                     return p.end(
-                        OutcomeClass::NotSent,
+                        OutcomeClass::Skipped,
                         None,
                         Some("the send window closed".into()),
                     );
@@ -555,7 +534,7 @@ impl Sender<'_> {
             }
             let launched = tokio::select! {
                 biased;
-                _ = stopper.stopped() => return p.end(OutcomeClass::NotSent, None, Some(STOPPED.into())),
+                _ = stopper.stopped() => return p.end(OutcomeClass::Skipped, None, Some(STOPPED.into())),
                 l = permit.launch() => l,
             };
             p.attempts += 1;
@@ -600,7 +579,7 @@ impl Sender<'_> {
                         status,
                         text: text.clone(),
                     });
-                    return p.end(OutcomeClass::NotSent, Some(status), Some(text));
+                    return p.end(OutcomeClass::Skipped, Some(status), Some(text));
                 }
                 Reply::Unknown { text } if !(settings.retry_unknown && retry_allowed) => {
                     return p.end(OutcomeClass::Unknown, None, Some(text));
@@ -627,7 +606,7 @@ impl Sender<'_> {
                         delay = delay.max(retry_after.unwrap_or_default());
                     }
                     if !retry_allowed {
-                        return p.end(OutcomeClass::Failed, status, Some(text));
+                        return p.end(OutcomeClass::Retryable, status, Some(text));
                     }
                     // A definite answer: not delivered. Recorded before the
                     // backoff, so that a crash while waiting leaves it "failed,
@@ -636,7 +615,7 @@ impl Sender<'_> {
                     let interim = OutcomeEntry {
                         key: request.key.clone(),
                         outcome: Outcome {
-                            class: OutcomeClass::Failed,
+                            class: OutcomeClass::Retryable,
                             attempts: p.since_record,
                             status,
                             text: Some(text.clone()),
@@ -648,7 +627,7 @@ impl Sender<'_> {
                     }
                     p.recorded = false;
                     if self.wait(delay, slot).await {
-                        return p.end(OutcomeClass::NotSent, status, Some(text));
+                        return p.end(OutcomeClass::Skipped, status, Some(text));
                     }
                 }
             }
@@ -707,7 +686,7 @@ fn judge_outcome(
             j.streak_signature = None;
             return;
         }
-        OutcomeClass::NotSent => return,
+        OutcomeClass::Skipped => return,
         _ => {}
     }
     let signature = format!(
@@ -715,7 +694,7 @@ fn judge_outcome(
         outcome
             .status
             .map(|s| format!("HTTP {s}"))
-            .unwrap_or_else(|| outcome.class.as_str().to_owned()),
+            .unwrap_or_else(|| outcome.class.label().to_owned()),
         outcome.text.as_deref().unwrap_or("")
     );
     *j.texts.entry(signature.clone()).or_default() += 1;

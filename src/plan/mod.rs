@@ -30,6 +30,12 @@ use crate::campaign::Campaign;
 use crate::render::{Context, Invalid, RenderedRequest, Renderer, RunInfo};
 use crate::state::KeyHashHasher;
 
+mod occurrence;
+mod pass;
+
+pub use occurrence::{due_at, run_info};
+pub use pass::{plan_errors, plan_pass, PlanPass};
+
 /// The counts of a plan, named as SPEC section 3 names them.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Counts {
@@ -570,17 +576,21 @@ pub fn run_id(campaign: &Campaign, occurrence: Option<&str>) -> String {
 }
 
 /// The run a plan previews at `at`: an unscheduled campaign's one run; for a
-/// scheduled one, the occurrence due at `at`, else the next one.
+/// scheduled one, the occurrence due at `at`, else the next one. Without state: every
+/// occurrence reads as not yet sent (see [`preview_run_given`]).
 pub fn preview_run(campaign: &Campaign, at: chrono::DateTime<chrono::Utc>) -> Preview {
+    preview_run_given(campaign, at, None)
+}
+
+/// [`preview_run`], told by the store which occurrences were sent already.
+pub fn preview_run_given(
+    campaign: &Campaign,
+    at: chrono::DateTime<chrono::Utc>,
+    store: Option<&dyn crate::state::StateStore>,
+) -> Preview {
     use crate::schedule::Due;
-    let tz = campaign
-        .schedule
-        .as_ref()
-        .map(|s| s.timezone())
-        .unwrap_or(chrono_tz::UTC);
-    let (occurrence, starts, note) = match &campaign.schedule {
-        None => (None, at, None),
-        Some(schedule) => match schedule.due(at, |_| false) {
+    let (occurrence, starts, note) = match (&campaign.schedule, due_at(campaign, at, store)) {
+        (Some(schedule), Some(due)) => match due {
             Due::Due(o) => (
                 Some(o.clone()),
                 at,
@@ -607,17 +617,10 @@ pub fn preview_run(campaign: &Campaign, at: chrono::DateTime<chrono::Utc>) -> Pr
                 Some(format!("{}; no occurrence left", schedule.describe())),
             ),
         },
+        _ => (None, at, None),
     };
-    let occurrence_id = occurrence.as_ref().map(|o| o.id());
-    let now = starts
-        .with_timezone(&tz)
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     Preview {
-        run: RunInfo {
-            id: run_id(campaign, occurrence_id.as_deref()),
-            occurrence: occurrence_id,
-            now,
-        },
+        run: run_info(campaign, occurrence.as_ref(), starts),
         starts,
         schedule_note: note,
     }

@@ -1,8 +1,10 @@
 //! What people read about plans and runs: text, JSON and markdown.
 
 mod plan;
+mod run;
 
-pub use plan::{request_json, PlanReport, SendingSpan};
+pub use plan::{request_json, BotInfo, PlanReport, RequestLine, SendingSpan};
+pub use run::RunReport;
 
 /// `1234567` → `1,234,567`.
 ///

@@ -8,29 +8,83 @@ use crate::api::wire::{BotEndpoint, WireRequest, REDACTED};
 use crate::plan::{Counts, InvalidRow};
 use crate::render::RenderedRequest;
 
-/// A request as people and tools review it: redacted URL, headers, body.
+/// A request as people and tools review it: where it came from, the URL, the headers
+/// with the token redacted, the body. The one redacted view of a request: the plan's
+/// sample, `--requests` lines and `--format json` all show this.
 pub fn request_json(
     request: &RenderedRequest,
     api_url: &str,
     bot: &BotEndpoint,
 ) -> serde_json::Value {
-    let mut headers = serde_json::Map::new();
-    headers.insert("Content-Type".into(), "application/json".into());
-    if matches!(request.wire, WireRequest::V2(_)) {
-        headers.insert("Authorization".into(), format!("Bearer {REDACTED}").into());
-    }
-    serde_json::json!({
-        "file": request.origin.file.display().to_string(),
-        "row": request.origin.line,
-        "key": request.key,
-        "method": "POST",
-        "url": format!("{}{}", api_url.trim_end_matches('/'), request.wire.path_and_query(bot, None)),
-        "headers": headers,
-        "body": request.wire.body_json(),
-    })
+    let file = request.origin.file.display().to_string();
+    serde_json::to_value(RequestLine::new(request, &file, api_url, bot))
+        .unwrap_or(serde_json::Value::Null)
 }
 
-#[derive(Debug, Serialize)]
+/// [`request_json`] serialized straight from the request, for `--requests` (a line per
+/// recipient): building a `Value` first (a copy of the body, a map per line) cost more
+/// than rendering the request.
+pub struct RequestLine<'a> {
+    request: &'a RenderedRequest,
+    /// The request's file as shown (made once per file by callers that write many).
+    file: &'a str,
+    api_url: &'a str,
+    bot: &'a BotEndpoint,
+}
+
+impl<'a> RequestLine<'a> {
+    pub fn new(
+        request: &'a RenderedRequest,
+        file: &'a str,
+        api_url: &'a str,
+        bot: &'a BotEndpoint,
+    ) -> RequestLine<'a> {
+        RequestLine {
+            request,
+            file,
+            api_url,
+            bot,
+        }
+    }
+}
+
+impl Serialize for RequestLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Headers(bool);
+        impl Serialize for Headers {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(None)?;
+                map.serialize_entry("Content-Type", "application/json")?;
+                if self.0 {
+                    map.serialize_entry("Authorization", &format_args!("Bearer {REDACTED}"))?;
+                }
+                map.end()
+            }
+        }
+        let request = self.request;
+        let v2 = match &request.wire {
+            WireRequest::V2(v2) => Some(&v2.body),
+            WireRequest::V1(_) => None,
+        };
+        let mut url = self.api_url.trim_end_matches('/').to_owned();
+        url.push_str(&request.wire.path_and_query(self.bot, None));
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("file", self.file)?;
+        map.serialize_entry("row", &request.origin.line)?;
+        map.serialize_entry("key", &request.key)?;
+        map.serialize_entry("method", "POST")?;
+        map.serialize_entry("url", &url)?;
+        map.serialize_entry("headers", &Headers(v2.is_some()))?;
+        match v2 {
+            Some(body) => map.serialize_entry("body", body)?,
+            None => map.serialize_entry("body", &serde_json::Map::new())?,
+        }
+        map.end()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct BotInfo {
     pub name: Option<String>,
     pub id: String,
@@ -38,7 +92,7 @@ pub struct BotInfo {
 }
 
 /// Everything a plan reports. Its JSON form carries the counts at the top level.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PlanReport {
     pub campaign: String,
     pub description: Option<String>,
@@ -62,7 +116,7 @@ pub struct PlanReport {
     pub sample: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SendingSpan {
     pub window: String,
     pub starts: String,

@@ -114,12 +114,21 @@ pub enum StateError {
         source: std::io::Error,
     },
 
-    /// Any other SQLite error.
-    #[error("state file {path}: {source}")]
-    Sqlite {
-        /// The state file.
+    /// Any other error of the store's backend, in its own words.
+    #[error("state store {path}: {detail}")]
+    Backend {
+        /// The store, as shown to people.
         path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
+        /// What the backend said.
+        detail: String,
+    },
+
+    /// The location names a kind of store this build cannot use. Nothing was created.
+    #[error("{location}: {what}; nothing was created. Use a file path for --state (SMAX_STATE), or `none`")]
+    Unsupported {
+        /// The location, as shown to people (no password).
+        location: String,
+        /// Why.
+        what: &'static str,
     },
 }

@@ -123,6 +123,56 @@ impl fmt::Display for Holder {
     }
 }
 
+/// What a lock keeps to one holder: a run (one process sends it at a time) or a bot
+/// (one process paces it at a time, whichever campaigns it serves).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LockName {
+    /// The run with this id.
+    Run(String),
+    /// The bot with this id.
+    Bot(String),
+}
+
+impl LockName {
+    /// The lock's name in the store, e.g. `run-black-friday`.
+    pub fn key(&self) -> String {
+        match self {
+            LockName::Run(id) => format!("run-{id}"),
+            LockName::Bot(id) => format!("bot-{id}"),
+        }
+    }
+}
+
+impl fmt::Display for LockName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockName::Run(id) => write!(f, "run `{id}`"),
+            LockName::Bot(id) => write!(f, "bot `{id}`"),
+        }
+    }
+}
+
+/// A lock taken through a store ([`crate::state::StateStore::lock`]), whatever the backend:
+/// held until dropped, and released by the backend when the process dies.
+pub struct HeldLock {
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl HeldLock {
+    /// Wraps a backend's guard, which releases the lock when dropped.
+    pub fn new(guard: impl Send + Sync + 'static) -> HeldLock {
+        HeldLock {
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+impl fmt::Debug for HeldLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeldLock")
+    }
+}
+
 /// Why a lock was not acquired.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {

@@ -16,15 +16,19 @@
 //! nobody is messaged twice because the store forgot.
 //!
 //! [`StateStore`] is the seam for other back ends (e.g. PostgreSQL); [`SqliteStore`] is the
-//! embedded one. [`lock`] holds the process locks.
+//! embedded one. A [`StateLocation`] names one, and [`open`] opens it: callers never
+//! name a backend. Locks are part of the store's contract ([`StateStore::lock`]): every
+//! process that shares a store shares its locks.
 
 mod error;
+mod location;
 pub mod lock;
 mod model;
 mod sqlite;
 
 pub use error::StateError;
-pub use lock::{acquire, held_by, Holder, LockError, LockGuard};
+pub use location::{create, open, open_read_only, Created, StateLocation};
+pub use lock::{acquire, held_by, HeldLock, Holder, LockError, LockGuard, LockName};
 pub use model::{
     key_hash, Attempt, Begin, Counts, DeliveryRow, Fingerprint, FingerprintChange, KeyHashHasher,
     OutcomeClass, OutcomeRecord, ParseNameError, PriorDeliveries, RunStart, RunStatus, RunSummary,
@@ -34,6 +38,28 @@ pub use sqlite::{Durability, SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
 /// A durable store of runs and deliveries. Methods that write are transactional: when one
 /// returns `Err`, nothing of that call was recorded.
 pub trait StateStore: Send {
+    /// Where the store is, as shown to people (never with a password).
+    fn location(&self) -> String;
+
+    /// Takes `name` for this process, waiting up to `wait` while another holds it
+    /// (without `wait`, a held lock fails at once with [`LockError::Held`], naming
+    /// the holder). Held until the returned guard is dropped; released by the backend
+    /// when the process dies, however it dies. Two takes of one name in one process
+    /// exclude each other too.
+    fn lock(
+        &self,
+        name: &LockName,
+        wait: Option<std::time::Duration>,
+    ) -> Result<HeldLock, LockError>;
+
+    /// Who holds `name` now, or `None` when nobody does. Takes nothing.
+    fn lock_holder(&self, name: &LockName) -> Result<Option<Holder>, LockError>;
+
+    /// Makes the store complete in its main place after a run (SQLite: folds the
+    /// write-ahead log into the database file, so a cache that keeps only that file
+    /// keeps everything). Every record is already durable before this is called.
+    fn checkpoint(&self) -> Result<(), StateError>;
+
     /// Creates the run (status `running`), or reopens it. Reopening compares the stored
     /// fingerprint with `start.fingerprint` and returns the parts that differ; it never
     /// modifies the stored fingerprint. A reopened run is marked `running` again only when

@@ -34,8 +34,9 @@ pub enum OutcomeClass {
     /// The request may have been delivered (timeout or broken connection after it was
     /// written). Resent only with `--resend-unknown`.
     Unknown,
-    /// Taken up by a run that stopped before its request left: never sent, still
-    /// pending, taken up again by the next run.
+    /// Not delivered, and the run stopped before it was done with it (its request
+    /// never left, or was answered with a failure worth retrying): still pending,
+    /// taken up again by the next run.
     Skipped,
 }
 
@@ -59,6 +60,19 @@ impl OutcomeClass {
             OutcomeClass::Retryable => "retryable",
             OutcomeClass::Unknown => "unknown",
             OutcomeClass::Skipped => "skipped",
+        }
+    }
+
+    /// The word people read for it (`status`, run summaries): a `retryable` recipient
+    /// "failed" (it is taken up again by the next run), a `skipped` one is "pending".
+    pub fn label(self) -> &'static str {
+        match self {
+            OutcomeClass::Attempted => "in flight",
+            OutcomeClass::Sent => "sent",
+            OutcomeClass::Rejected => "rejected",
+            OutcomeClass::Retryable => "failed",
+            OutcomeClass::Unknown => "unknown",
+            OutcomeClass::Skipped => "pending",
         }
     }
 

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::error::StateError;
+use super::lock::{self, HeldLock, Holder, LockError, LockName};
 use super::model::{
     key_hash, Attempt, Begin, Counts, DeliveryRow, Fingerprint, OutcomeClass, OutcomeRecord,
     PriorDeliveries, RunStart, RunStatus, RunSummary,
@@ -269,26 +270,6 @@ impl SqliteStore {
         }
     }
 
-    /// Copies the write-ahead log into the database file and empties it, so that the
-    /// file alone holds every record (a CI cache that saves only `state.db`, a copy).
-    pub fn checkpoint(&self) -> Result<(), StateError> {
-        if self.read_only {
-            return Ok(());
-        }
-        let (busy, _, _): (i64, i64, i64) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(self.err())?;
-        if busy != 0 {
-            return Err(StateError::Busy {
-                path: self.path.clone(),
-            });
-        }
-        Ok(())
-    }
-
     /// Opens the state file for reading only; `Ok(None)` when it does not exist (and
     /// nothing is created). `plan` and `status` use this.
     pub fn open_read_only(path: &Path) -> Result<Option<SqliteStore>, StateError> {
@@ -338,6 +319,16 @@ impl SqliteStore {
     /// The state file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Locks live beside the database file, so every process sharing the file
+    /// shares its locks.
+    fn lock_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
     }
 
     fn wrap(conn: Connection, path: &Path, read_only: bool) -> SqliteStore {
@@ -716,9 +707,9 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StateError {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
                 StateError::Busy { path: path.clone() }
             }
-            _ => StateError::Sqlite {
+            _ => StateError::Backend {
                 path: path.clone(),
-                source: err,
+                detail: err.to_string(),
             },
         }
     }
@@ -729,6 +720,37 @@ fn to_i64(what: &str, n: u64) -> Result<i64, StateError> {
 }
 
 impl StateStore for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn lock(&self, name: &LockName, wait: Option<Duration>) -> Result<HeldLock, LockError> {
+        let guard = lock::acquire(&self.lock_dir(), &name.key(), &name.to_string(), wait)?;
+        Ok(HeldLock::new(guard))
+    }
+
+    fn lock_holder(&self, name: &LockName) -> Result<Option<Holder>, LockError> {
+        lock::held_by(&self.lock_dir(), &name.key())
+    }
+
+    fn checkpoint(&self) -> Result<(), StateError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let (busy, _, _): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(self.err())?;
+        if busy != 0 {
+            return Err(StateError::Busy {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn begin_run(&mut self, start: &RunStart) -> Result<Begin, StateError> {
         self.writable(Sync::Full)?;
         let now = self.now_ms();

@@ -1,0 +1,766 @@
+//! Running campaigns, as a library: the CLI's `run` is a thin layer over this.
+//!
+//! [`Prepared`] and [`PreparedRun`] resolve every input before any work (the campaign,
+//! its project, the API, the token, the time, the state location). A [`Runner`] then
+//! runs any number of them at once: different bots in parallel, each at its own rate;
+//! campaigns for one bot share that bot's single budget (the lowest rate any of them
+//! declares, fixed before sending starts). It reports what happens as [`RunEvent`]s on
+//! a channel and returns each campaign's [`Ended`] or [`RunError`]: printing is the
+//! caller's business.
+//!
+//! One campaign's run, in order: open the store; choose the run (the campaign's one
+//! run, or the scheduled occurrence due); take the run's and the bot's locks (held to
+//! the end); reopen it (fingerprint, in-flight recipients); plan the whole audience
+//! (nothing is sent if the plan fails or has too many invalid recipients); send;
+//! record how it ended and checkpoint the store.
+
+mod error;
+mod journal;
+mod prepare;
+mod resume;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+pub use error::RunError;
+pub use prepare::{resolve_at, Inputs, Prepared, PreparedRun};
+pub use resume::{fingerprint, ResumeFilter, ResumePolicy};
+
+use crate::api::wire::BotEndpoint;
+use crate::api::{BotAuth, HttpTransport};
+use crate::campaign::{Campaign, MaxFailures};
+use crate::delivery::{
+    self, BotBudget, Journal, JournalHandle, NullJournal, Settings, Stats, StopReason, Stopper,
+    Target,
+};
+use crate::diagnostic::Diagnostic;
+use crate::plan::{due_at, plan_errors, plan_pass, run_info, Pipeline, PlanPass, Planned};
+use crate::render::RunInfo;
+use crate::report::{thousands, PlanReport, RunReport};
+use crate::schedule::Due;
+use crate::state::{HeldLock, LockName, RunStatus, StateLocation, StateStore};
+
+/// How a [`Runner`] runs, beyond what each campaign says.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub policy: ResumePolicy,
+    /// `--new-state`: create the store when it does not exist (else that is an error).
+    pub new_state: bool,
+    /// `--fail-on-invalid`: no invalid recipient is allowed (max_invalid 0).
+    pub fail_on_invalid: bool,
+    /// `--wait-lock`: how long to wait for a run or bot another process holds.
+    pub wait_lock: Option<Duration>,
+    /// `--requests FILE`: every request of the plan, as JSON lines (one campaign only).
+    pub requests: Option<PathBuf>,
+    /// The first retry delay (doubling per retry).
+    pub retry_base: Duration,
+}
+
+/// What happens during a run, as it happens.
+#[derive(Debug)]
+pub enum RunEvent {
+    /// What the schedule says, when it says there is nothing to send now (nothing
+    /// due, an occurrence missed): the run's own news (stdout).
+    Status { campaign: String, text: String },
+    /// A remark beside the run (stderr): a store created, a checkpoint that waits.
+    Note { campaign: String, text: String },
+    /// A remark that must be seen even when asked to be quiet: recipients a crash
+    /// left in flight are now `unknown`.
+    Alert { campaign: String, text: String },
+    /// The plan is made; nothing is sent yet.
+    Planned(Box<PlanReport>),
+    /// A campaign started sending.
+    Sending(Progress),
+    /// A campaign's sending, about five times a second.
+    Progress(Progress),
+    /// Something failed without ending the run's report (the audience reader, the
+    /// state writer, recording the run's end): the report follows.
+    Problem { campaign: String, error: RunError },
+    /// A campaign's run ended; what it did.
+    Finished(Box<RunReport>),
+}
+
+/// A sending campaign's progress.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub campaign: String,
+    pub bot: String,
+    /// Recipients to send in this invocation.
+    pub total: u64,
+    /// Settled (sent, rejected, failed, unknown) or given up on by a stop.
+    pub done: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub requests: u64,
+    pub elapsed: Duration,
+}
+
+/// How a campaign's run ended, when it was not refused.
+#[derive(Debug)]
+pub enum Ended {
+    /// `--due` and the campaign has no schedule: it runs only when asked.
+    Unscheduled,
+    /// Nothing is due now (said in a [`RunEvent::Note`]).
+    NothingDue,
+    /// Every recipient of the run was already handled.
+    NothingToSend { run_id: String, already_sent: u64 },
+    /// The run sent; its report says how it went ([`RunReport::ok`]).
+    Sent(Box<RunReport>),
+}
+
+/// Runs campaigns and tells what happens on its event channel.
+pub struct Runner {
+    options: RunOptions,
+    events: std::sync::mpsc::Sender<RunEvent>,
+    interrupt: Stopper,
+}
+
+impl Runner {
+    pub fn new(options: RunOptions, events: std::sync::mpsc::Sender<RunEvent>) -> Runner {
+        Runner {
+            options,
+            events,
+            interrupt: Stopper::default(),
+        }
+    }
+
+    /// Stops every run of this runner (Ctrl-C, a deadline): no new recipient is taken,
+    /// requests in flight finish and are recorded.
+    pub fn stopper(&self) -> Stopper {
+        self.interrupt.clone()
+    }
+
+    /// Runs every campaign, at once, and returns how each ended, in the given order.
+    pub async fn run(&self, runs: Vec<PreparedRun>) -> Vec<Result<Ended, RunError>> {
+        let budgets = budgets(&runs);
+        let bot_locks = Arc::new(BotLocks::default());
+        let mut tasks = Vec::with_capacity(runs.len());
+        for run in runs {
+            let budget = budgets
+                .get(&run.campaign().bot.id)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(BotBudget::new(run.campaign().delivery.rate)));
+            let one = OneRun {
+                run,
+                options: self.options.clone(),
+                events: self.events.clone(),
+                interrupt: self.interrupt.clone(),
+                budget,
+                bot_locks: bot_locks.clone(),
+            };
+            tasks.push(tokio::spawn(one.run()));
+        }
+        let mut ended = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            ended.push(task.await.unwrap_or_else(|e| {
+                Err(RunError::failed(Diagnostic::error(
+                    "crashed",
+                    format!("a campaign's run crashed (a bug; please report it): {e}"),
+                )))
+            }));
+        }
+        ended
+    }
+}
+
+/// One budget per bot: the lowest rate any campaign declares for it, decided before
+/// anything is sent (a budget is never lowered under a running campaign).
+fn budgets(runs: &[PreparedRun]) -> HashMap<String, Arc<BotBudget>> {
+    let mut lowest: HashMap<&str, f64> = HashMap::new();
+    for run in runs {
+        let campaign = run.campaign();
+        let rate = lowest
+            .entry(campaign.bot.id.as_str())
+            .or_insert(campaign.delivery.rate);
+        *rate = rate.min(campaign.delivery.rate);
+    }
+    lowest
+        .into_iter()
+        .map(|(bot, rate)| (bot.to_owned(), Arc::new(BotBudget::new(rate))))
+        .collect()
+}
+
+/// The bot locks of one runner: taken once per bot and store, by whichever of the
+/// bot's campaigns gets there first, and held until the runner is done, so campaigns
+/// for one bot in one process never lock each other out.
+#[derive(Default)]
+struct BotLocks {
+    slots: Mutex<HashMap<(StateLocation, String), Arc<BotLockSlot>>>,
+}
+
+/// One bot's lock in one store, once some campaign of the bot has taken it.
+type BotLockSlot = Mutex<Option<Arc<HeldLock>>>;
+
+impl BotLocks {
+    fn take(
+        &self,
+        location: &StateLocation,
+        bot_id: &str,
+        store: &dyn StateStore,
+        wait: Option<Duration>,
+    ) -> Result<Arc<HeldLock>, RunError> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots
+                .entry((location.clone(), bot_id.to_owned()))
+                .or_default()
+                .clone()
+        };
+        // Only this bot's campaigns wait here; other bots go on.
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = slot.as_ref() {
+            return Ok(held.clone());
+        }
+        let name = LockName::Bot(bot_id.to_owned());
+        let held = Arc::new(
+            store
+                .lock(&name, wait)
+                .map_err(|e| RunError::lock(&name, e))?,
+        );
+        *slot = Some(held.clone());
+        Ok(held)
+    }
+}
+
+/// One campaign's run within a [`Runner`].
+struct OneRun {
+    run: PreparedRun,
+    options: RunOptions,
+    events: std::sync::mpsc::Sender<RunEvent>,
+    interrupt: Stopper,
+    budget: Arc<BotBudget>,
+    bot_locks: Arc<BotLocks>,
+}
+
+/// A run that planned and may send: what the sending part needs.
+struct Ready {
+    store: Option<Box<dyn StateStore>>,
+    run_info: RunInfo,
+    pass: PlanPass,
+    filter: Option<Arc<dyn crate::plan::PriorLookup>>,
+    /// Held for the life of the run.
+    _locks: Option<(HeldLock, Arc<HeldLock>)>,
+}
+
+impl OneRun {
+    fn name(&self) -> &str {
+        &self.run.campaign().name
+    }
+
+    fn note(&self, text: String) {
+        let _ = self.events.send(RunEvent::Note {
+            campaign: self.name().to_owned(),
+            text,
+        });
+    }
+
+    fn status(&self, text: String) {
+        let _ = self.events.send(RunEvent::Status {
+            campaign: self.name().to_owned(),
+            text,
+        });
+    }
+
+    async fn run(self) -> Result<Ended, RunError> {
+        if let Some(reason) = self.interrupt.reason() {
+            self.note(format!("not started: {reason}"));
+            return Ok(Ended::NothingDue);
+        }
+        let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // Stores, locks and the plan pass block: off the async workers.
+        let (this, ready) = tokio::task::spawn_blocking(move || {
+            let ready = self.prepare();
+            (self, ready)
+        })
+        .await
+        .map_err(|e| {
+            RunError::failed(Diagnostic::error(
+                "crashed",
+                format!("planning crashed (a bug; please report it): {e}"),
+            ))
+        })?;
+        match ready? {
+            Stage::Ready(ready) => this.send(*ready, started).await,
+            Stage::Done(ended) => Ok(ended),
+        }
+    }
+
+    /// Everything before sending: the store, the run, its locks, the plan.
+    fn prepare(&self) -> Result<Stage, RunError> {
+        let campaign = self.run.campaign();
+        let location = &self.run.prepared.state;
+        let shown = location.to_string();
+        let mut store = if self.options.new_state {
+            match crate::state::create(location).map_err(|e| RunError::state(&shown, e))? {
+                Some((store, created)) => {
+                    if created {
+                        self.note(format!(
+                            "created a new state store at {shown} (--new-state)"
+                        ));
+                    }
+                    Some(store)
+                }
+                None => None,
+            }
+        } else {
+            crate::state::open(location).map_err(|e| RunError::state(&shown, e))?
+        };
+        let Some(run_info) = self.choose_run(store.as_deref_mut())? else {
+            return Ok(Stage::Done(Ended::NothingDue));
+        };
+        let locks = match &store {
+            None => None,
+            Some(store) => {
+                let name = LockName::Run(run_info.id.clone());
+                let run_lock = store
+                    .lock(&name, self.options.wait_lock)
+                    .map_err(|e| RunError::lock(&name, e))?;
+                let bot_lock = self.bot_locks.take(
+                    location,
+                    &campaign.bot.id,
+                    store.as_ref(),
+                    self.options.wait_lock,
+                )?;
+                Some((run_lock, bot_lock))
+            }
+        };
+        let filter = match store.as_deref_mut() {
+            None => None,
+            Some(store) => {
+                let resumed = resume::resume(store, campaign, &run_info, self.options.policy)?;
+                if resumed.settled_in_flight > 0 {
+                    let _ = self.events.send(RunEvent::Alert {
+                        campaign: self.name().to_owned(),
+                        text: format!(
+                        "{} recipient(s) were in flight when an earlier attempt of this run stopped; they are now `unknown` and are not resent unless you pass --resend-unknown",
+                            resumed.settled_in_flight
+                        ),
+                    });
+                }
+                Some(resumed.filter)
+            }
+        };
+        let pass = self.plan(&run_info, filter.clone())?;
+        let counts = pass.report.counts;
+        let _ = self
+            .events
+            .send(RunEvent::Planned(Box::new(pass.report.clone())));
+        if let Some(store) = store.as_deref_mut() {
+            store
+                .record_plan(&run_info.id, counts.rendered(), counts.invalid)
+                .map_err(|e| RunError::state(&shown, e))?;
+        }
+        let max_invalid = if self.options.fail_on_invalid {
+            MaxFailures::Count(0)
+        } else {
+            campaign.delivery.max_invalid
+        };
+        if max_invalid.exceeded_by(counts.invalid, counts.rendered()) {
+            // Not done: a scheduled occurrence stays due until its sending has finished.
+            if let Some(store) = store.as_deref_mut() {
+                self.close(store, &run_info.id, RunStatus::Aborted)?;
+            }
+            return Err(RunError::TooManyInvalid(invalid_refusal(
+                &pass.report,
+                max_invalid,
+            )));
+        }
+        if counts.to_send == 0 {
+            if let Some(store) = store.as_deref_mut() {
+                self.close(store, &run_info.id, RunStatus::Completed)?;
+            }
+            return Ok(Stage::Done(Ended::NothingToSend {
+                run_id: run_info.id,
+                already_sent: counts.already_sent,
+            }));
+        }
+        Ok(Stage::Ready(Box::new(Ready {
+            store,
+            run_info,
+            pass,
+            filter,
+            _locks: locks,
+        })))
+    }
+
+    /// The plan pass, writing `--requests` if asked.
+    fn plan(
+        &self,
+        run_info: &RunInfo,
+        filter: Option<Arc<dyn crate::plan::PriorLookup>>,
+    ) -> Result<PlanPass, RunError> {
+        let prepared = &self.run.prepared;
+        let mut pass = plan_pass(
+            &prepared.campaign,
+            &prepared.api_url,
+            run_info,
+            0,
+            filter,
+            self.options.requests.as_deref(),
+        )
+        .map_err(RunError::Invalid)?;
+        pass.report.warnings = prepared.warnings.len();
+        Ok(pass)
+    }
+
+    /// The run this invocation acts on: the campaign's one run, or for a scheduled
+    /// campaign the occurrence due at `at`. `None` when nothing is due (said in a
+    /// note); a missed occurrence is recorded as missed.
+    fn choose_run(
+        &self,
+        store: Option<&mut (dyn StateStore + 'static)>,
+    ) -> Result<Option<RunInfo>, RunError> {
+        let campaign = self.run.campaign();
+        let at = self.run.at;
+        let Some(due) = due_at(campaign, at, store.as_deref().map(|s| s as &dyn StateStore)) else {
+            return Ok(Some(run_info(campaign, None, at)));
+        };
+        let name = &campaign.name;
+        let next = |n: Option<crate::schedule::Occurrence>, lead: &str| {
+            n.map(|n| format!("{lead}{}", n.id())).unwrap_or_default()
+        };
+        match due {
+            Due::Due(o) => return Ok(Some(run_info(campaign, Some(&o), at))),
+            Due::Missed {
+                occurrence,
+                next: n,
+            } => {
+                let missed = run_info(campaign, Some(&occurrence), at);
+                if let Some(store) = store {
+                    store
+                        .record_missed(&resume::run_start(campaign, &missed))
+                        .map_err(|e| RunError::state(store.location(), e))?;
+                }
+                self.status(format!(
+                    "{name}: occurrence {} was missed (older than catch_up when first seen); recorded, not sent late{}",
+                    occurrence.id(),
+                    next(n, "; next ")
+                ));
+            }
+            Due::Done {
+                occurrence,
+                next: n,
+            } => self.status(format!(
+                "{name}: nothing due; occurrence {} is done{}",
+                occurrence.id(),
+                next(n, ", next ")
+            )),
+            Due::NotYet { next: n } => self.status(format!(
+                "{name}: nothing due{}",
+                next(n, "; next occurrence ")
+            )),
+            Due::Ended => self.status(format!("{name}: nothing due; the schedule has ended")),
+        }
+        Ok(None)
+    }
+
+    /// Records how the run ended and checkpoints the store, so that its main place
+    /// alone is complete (CI caches may carry only `state.db`).
+    fn close(
+        &self,
+        store: &mut dyn StateStore,
+        run_id: &str,
+        status: RunStatus,
+    ) -> Result<(), RunError> {
+        store.finish_run(run_id, status).map_err(|e| {
+            RunError::failed(
+                Diagnostic::error("state", format!("could not record the end of the run: {e}"))
+                    .help(format!(
+                        "every delivery was recorded as it happened; the run's own status in {} may read as running or interrupted",
+                        store.location()
+                    )),
+            )
+        })?;
+        if let Err(e) = store.checkpoint() {
+            // Every record is committed; only the copy into the main file waits for
+            // the next run (or the last connection to close).
+            self.note(format!(
+                "warning: could not fold the write-ahead log into {} ({e}); keep the whole folder, `-wal` included",
+                store.location()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends the planned run and closes it.
+    async fn send(self, ready: Ready, started: String) -> Result<Ended, RunError> {
+        let Ready {
+            store,
+            run_info,
+            pass,
+            filter,
+            _locks,
+        } = ready;
+        let prepared = &self.run.prepared;
+        let campaign = &prepared.campaign;
+        let location = prepared.state.clone();
+        let stateless = store.is_none();
+        let journal: Box<dyn Journal> = match store {
+            Some(store) => Box::new(journal::StateJournal {
+                store,
+                run_id: run_info.id.clone(),
+            }),
+            None => Box::new(NullJournal),
+        };
+        let (journal, journal_thread) = JournalHandle::start(journal).map_err(|e| {
+            RunError::failed(Diagnostic::error(
+                "runtime",
+                format!("cannot start the state writer: {e}"),
+            ))
+        })?;
+        let concurrency = campaign.delivery.concurrency as usize;
+        let transport =
+            HttpTransport::new(&prepared.api_url, campaign.delivery.timeout, concurrency)
+                .map_err(|e| RunError::failed(Diagnostic::error("http-client", e)))?;
+        let stats = Arc::new(Stats::default());
+        let stopper = Stopper::default();
+        let forward = {
+            let (interrupt, stopper) = (self.interrupt.clone(), stopper.clone());
+            tokio::spawn(async move {
+                interrupt.stopped().await;
+                if let Some(reason) = interrupt.reason() {
+                    stopper.stop(reason);
+                }
+            })
+        };
+        let target = Target {
+            transport: Arc::new(transport),
+            bot: Arc::new(BotAuth {
+                endpoint: BotEndpoint {
+                    id: campaign.bot.id.clone(),
+                    tag_style: campaign.bot.tag_style,
+                },
+                api: campaign.bot.api,
+                token: self.run.token.clone(),
+            }),
+            budget: self.budget.clone(),
+            gate: send_window_gate(campaign, self.run.at),
+        };
+        let settings = Settings {
+            concurrency,
+            retries: campaign.delivery.retries,
+            retry_unknown: campaign.delivery.retry_unknown,
+            max_failures: campaign.delivery.max_failures,
+            backoff: self.options.retry_base,
+            drain: campaign.delivery.timeout + Duration::from_secs(5),
+        };
+
+        // Second pass: the same pipeline feeds the senders.
+        let (tx, rx) = mpsc::channel(concurrency * 4);
+        let producer = produce(campaign.clone(), &pass, filter, tx);
+        let total = pass.report.counts.to_send;
+        let progress = tokio::spawn(report_progress(
+            self.events.clone(),
+            self.progress_of(stats.clone(), total),
+        ));
+        let result = delivery::deliver(
+            rx,
+            target,
+            settings,
+            journal,
+            stopper.clone(),
+            stats.clone(),
+        )
+        .await;
+        progress.abort();
+        let _ = progress.await;
+        forward.abort();
+
+        let audience_failure = match producer.join() {
+            Ok(result) => result.err(),
+            Err(_) => Some(vec![Diagnostic::error(
+                "audience-failed",
+                "the audience reader crashed",
+            )]),
+        };
+        let audience_failed = audience_failure.is_some();
+        if let Some(diagnostics) = audience_failure {
+            let diagnostics = diagnostics
+                .into_iter()
+                .map(|d| d.help("the run stopped; recipients not reached are still pending: fix the source and run again to resume"))
+                .collect();
+            self.problem(RunError::Failed(diagnostics));
+        }
+        let journal_lost = journal_thread.join().is_err();
+        if journal_lost {
+            self.problem(RunError::failed(Diagnostic::error(
+                "state",
+                "the state writer crashed; outcomes of the last requests may be unrecorded and read as unknown",
+            )));
+        }
+
+        let failed = result.rejected + result.failed + result.unknown > 0;
+        let aborted = audience_failed
+            || journal_lost
+            || result.stopped.as_ref().is_some_and(|r| !r.is_pause());
+        let run_status = match &result.stopped {
+            _ if audience_failed || journal_lost => RunStatus::Aborted,
+            None => RunStatus::Completed,
+            Some(StopReason::Interrupted | StopReason::WindowClosed | StopReason::TimeLimit) => {
+                RunStatus::Interrupted
+            }
+            Some(_) => RunStatus::Aborted,
+        };
+        // The journal owned the store; closing takes a fresh handle.
+        let closed = if stateless {
+            Ok(())
+        } else {
+            let id = run_info.id.clone();
+            let this = &self;
+            tokio::task::block_in_place(|| match crate::state::open(&location) {
+                Ok(Some(mut store)) => this.close(store.as_mut(), &id, run_status),
+                Ok(None) => Ok(()),
+                Err(e) => Err(RunError::state(location.to_string(), e)),
+            })
+        };
+        let close_failed = closed.is_err();
+        if let Err(e) = closed {
+            self.problem(e);
+        }
+        let pending = pass.report.counts.to_send.saturating_sub(result.settled());
+        let report = RunReport {
+            invalid: pass.report.counts.invalid,
+            pending,
+            campaign: campaign.name.clone(),
+            file: campaign.path.display().to_string(),
+            run_id: run_info.id,
+            api_url: prepared.api_url.clone(),
+            started,
+            plan: pass.report.counts,
+            achieved_rate: result.achieved_rate(),
+            delivery: result,
+            ok: !(failed || aborted || close_failed),
+        };
+        let _ = self
+            .events
+            .send(RunEvent::Finished(Box::new(report.clone())));
+        Ok(Ended::Sent(Box::new(report)))
+    }
+
+    fn problem(&self, error: RunError) {
+        let _ = self.events.send(RunEvent::Problem {
+            campaign: self.name().to_owned(),
+            error,
+        });
+    }
+
+    fn progress_of(&self, stats: Arc<Stats>, total: u64) -> impl Fn() -> Progress + Send {
+        let campaign = self.name().to_owned();
+        let bot = self.run.campaign().bot.label().to_owned();
+        let started = std::time::Instant::now();
+        move || Progress {
+            campaign: campaign.clone(),
+            bot: bot.clone(),
+            total,
+            done: stats.finished() + stats.not_sent.load(Ordering::Relaxed),
+            sent: stats.sent.load(Ordering::Relaxed),
+            failed: stats.failures(),
+            requests: stats.requests.load(Ordering::Relaxed),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// Where a run stands once planned.
+enum Stage {
+    Ready(Box<Ready>),
+    Done(Ended),
+}
+
+/// Feeds the senders from a second pass of the same pipeline, on its own thread.
+/// The plan read the sources whole; a failure now, or a different number of rows (a
+/// file cut short or replaced mid-run), means part of the audience was never offered:
+/// that must not pass for a completed run.
+fn produce(
+    campaign: Campaign,
+    pass: &PlanPass,
+    filter: Option<Arc<dyn crate::plan::PriorLookup>>,
+    tx: mpsc::Sender<crate::render::RenderedRequest>,
+) -> std::thread::JoinHandle<Result<(), Vec<Diagnostic>>> {
+    let renderer = pass.renderer.clone();
+    let suppressed = pass.suppressed.clone();
+    let planned_rows = pass.report.counts.read;
+    std::thread::spawn(move || {
+        let mut pipeline = Pipeline::new(&campaign, renderer, suppressed, filter);
+        for planned in pipeline.by_ref() {
+            if let Planned::Send(request) = planned {
+                if tx.blocking_send(request).is_err() {
+                    // Delivery stopped taking recipients; the rest stays pending.
+                    return Ok(());
+                }
+            }
+        }
+        if !pipeline.source_failures.is_empty() {
+            return Err(plan_errors(&pipeline.source_failures));
+        }
+        if pipeline.counts.read != planned_rows {
+            return Err(vec![Diagnostic::error(
+                "audience-changed",
+                format!(
+                    "the audience changed while it was being sent: the plan read {} rows, sending read {}",
+                    thousands(planned_rows),
+                    thousands(pipeline.counts.read)
+                ),
+            )]);
+        }
+        Ok(())
+    })
+}
+
+async fn report_progress(
+    events: std::sync::mpsc::Sender<RunEvent>,
+    progress: impl Fn() -> Progress + Send,
+) {
+    if events.send(RunEvent::Sending(progress())).is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if events.send(RunEvent::Progress(progress())).is_err() {
+            return;
+        }
+    }
+}
+
+/// Shown when `max_invalid` is exceeded: nothing was sent, and why each row is invalid.
+fn invalid_refusal(report: &PlanReport, allowed: MaxFailures) -> Diagnostic {
+    let allowed = match allowed {
+        MaxFailures::Count(n) => format!("{n}"),
+        MaxFailures::Share(s) => format!("{}%", s * 100.0),
+    };
+    Diagnostic::error(
+        "too-many-invalid",
+        format!(
+            "{} recipient(s) are invalid, more than delivery.max_invalid ({allowed}) allows; nothing was sent\n{}",
+            thousands(report.counts.invalid),
+            report.invalid_lines().trim_end()
+        ),
+    )
+    .help(
+        "fix the rows or templates, or raise `delivery.max_invalid` (e.g. `3` or `2%`) to send to the valid ones",
+    )
+}
+
+/// For a campaign with a send window: whether sending may go on now. The clock
+/// starts at `at` (so `--at` rehearsals see the window as they would) and runs with
+/// real time.
+fn send_window_gate(
+    campaign: &Campaign,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<delivery::Gate> {
+    let schedule = campaign.schedule.as_ref()?;
+    let window = *schedule.window()?;
+    let tz = schedule.timezone();
+    let started = std::time::Instant::now();
+    Some(Arc::new(move || {
+        let elapsed = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+        window.contains(at + elapsed, tz)
+    }))
+}

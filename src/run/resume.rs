@@ -1,0 +1,140 @@
+//! Reopening a run: what it sends must not have changed, requests a crash left in
+//! flight become `unknown`, and what the run already settled is not sent again.
+
+use std::sync::Arc;
+
+use super::RunError;
+use crate::campaign::{Campaign, Content};
+use crate::plan::PriorLookup;
+use crate::render::RunInfo;
+use crate::state::{Begin, Fingerprint, OutcomeClass, PriorDeliveries, RunStart, StateStore};
+
+/// How a resumed run treats what it already recorded (SPEC section 7).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResumePolicy {
+    /// `--accept-changes`: resume although the message changed since the run started.
+    pub accept_changes: bool,
+    /// `--retry-failed`: send again to recipients the platform rejected.
+    pub retry_failed: bool,
+    /// `--resend-unknown`: send again to recipients that may have received it.
+    pub resend_unknown: bool,
+}
+
+/// What a run sends, in canonical text per part; resuming after a change is refused.
+pub fn fingerprint(campaign: &Campaign) -> Fingerprint {
+    let m = &campaign.message;
+    let content = match &m.content {
+        Content::AttributesOnly => "attributes only".to_string(),
+        Content::BlockName(t) => format!("block_name {t}"),
+        Content::BlockId(t) => format!("block_id {t}"),
+        Content::Messages { messages, .. } => serde_json::to_string(messages).unwrap_or_default(),
+    };
+    let mut message = content;
+    for (label, t) in [
+        ("one_time_notif_token", &m.one_time_notif_token),
+        (
+            "notification_messages_token",
+            &m.notification_messages_token,
+        ),
+    ] {
+        if let Some(t) = t {
+            message.push_str(&format!("\n{label} {t}"));
+        }
+    }
+    let parts = [
+        (
+            "bot",
+            format!("{} ({})", campaign.bot.id, campaign.bot.label()),
+        ),
+        ("api", campaign.bot.api.as_str().to_string()),
+        ("message", message),
+        (
+            "tag",
+            m.tag
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "attributes",
+            serde_json::to_string(&m.attributes).unwrap_or_default(),
+        ),
+    ];
+    Fingerprint::new(parts.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+/// The run's start record.
+pub(crate) fn run_start(campaign: &Campaign, run_info: &RunInfo) -> RunStart {
+    RunStart {
+        run_id: run_info.id.clone(),
+        campaign: campaign.name.clone(),
+        occurrence: run_info.occurrence.clone(),
+        fingerprint: fingerprint(campaign),
+    }
+}
+
+/// Resume decisions from what this run already recorded.
+pub struct ResumeFilter {
+    prior: PriorDeliveries,
+    policy: ResumePolicy,
+}
+
+impl ResumeFilter {
+    pub fn new(prior: PriorDeliveries, policy: ResumePolicy) -> ResumeFilter {
+        ResumeFilter { prior, policy }
+    }
+}
+
+impl PriorLookup for ResumeFilter {
+    fn already_handled(&self, key: &str) -> bool {
+        match self.prior.get(key) {
+            None => false,
+            Some(OutcomeClass::Sent) => true,
+            Some(OutcomeClass::Rejected) => !self.policy.retry_failed,
+            Some(OutcomeClass::Unknown | OutcomeClass::Attempted) => !self.policy.resend_unknown,
+            // Definitely not delivered: taken up again.
+            Some(OutcomeClass::Retryable | OutcomeClass::Skipped) => false,
+        }
+    }
+}
+
+/// What reopening found.
+pub(crate) struct Resumed {
+    pub filter: Arc<dyn PriorLookup>,
+    /// Recipients left in flight by an earlier attempt, now `unknown`.
+    pub settled_in_flight: u64,
+}
+
+/// Opens (or reopens) the run in the store: refuses a changed message unless
+/// `accept_changes`, settles requests left in flight by a crash, and returns the
+/// filter built from what the run already recorded. Call it holding the run's lock.
+pub(crate) fn resume(
+    store: &mut dyn StateStore,
+    campaign: &Campaign,
+    run_info: &RunInfo,
+    policy: ResumePolicy,
+) -> Result<Resumed, RunError> {
+    let location = store.location();
+    let at = |e| RunError::state(location.clone(), e);
+    let start = run_start(campaign, run_info);
+    match store.begin_run(&start).map_err(&at)? {
+        Begin::New => {}
+        Begin::Resumed { changed, .. } if changed.is_empty() => {}
+        Begin::Resumed { changed, .. } => {
+            if !policy.accept_changes {
+                return Err(RunError::Changed {
+                    run_id: run_info.id.clone(),
+                    changes: changed,
+                });
+            }
+            store
+                .accept_fingerprint(&run_info.id, &start.fingerprint)
+                .map_err(&at)?;
+        }
+    }
+    let settled_in_flight = store.settle_in_flight(&run_info.id).map_err(&at)?;
+    let prior = store.prior(&run_info.id).map_err(&at)?;
+    Ok(Resumed {
+        filter: Arc::new(ResumeFilter::new(prior, policy)),
+        settled_in_flight,
+    })
+}

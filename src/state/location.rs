@@ -1,0 +1,183 @@
+//! Where the state lives, as the user named it, and the one way to open it.
+//!
+//! `--state`, `SMAX_STATE` and smax.yaml `state` all name a [`StateLocation`]: `none`
+//! (keep no state), a file path (SQLite), or a `postgres://` URL. Commands never name a
+//! backend: they call [`open`], [`create`] or [`open_read_only`] and get a
+//! `Box<dyn StateStore>`.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::{SqliteStore, StateError, StateStore};
+
+/// Where a command keeps (or finds) its state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StateLocation {
+    /// `--state none`: nothing is recorded, nothing resumed, no locks.
+    Disabled,
+    /// A SQLite database file.
+    File(PathBuf),
+    /// A PostgreSQL database, by URL (kept whole: it may carry a password, so it is
+    /// shown only through [`StateLocation`]'s `Display`, which hides it).
+    Postgres(String),
+}
+
+impl StateLocation {
+    /// Reads a location as written. Relative paths are taken relative to `base`
+    /// (the current folder for flags, the project root for smax.yaml).
+    pub fn parse(text: &OsStr, base: &Path) -> StateLocation {
+        let lossy = text.to_string_lossy();
+        if text == "none" {
+            return StateLocation::Disabled;
+        }
+        let scheme = lossy.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+            return StateLocation::Postgres(lossy.into_owned());
+        }
+        StateLocation::File(base.join(text))
+    }
+
+    /// True when a store is expected here but nothing exists yet (a file that is not
+    /// there). Other backends are only known to be missing once connected.
+    pub fn is_missing_file(&self) -> bool {
+        match self {
+            StateLocation::File(path) => matches!(
+                std::fs::symlink_metadata(path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound
+            ),
+            _ => false,
+        }
+    }
+
+    fn unsupported(&self) -> StateError {
+        StateError::Unsupported {
+            location: self.to_string(),
+            what: "PostgreSQL state is not supported yet by this build",
+        }
+    }
+}
+
+impl fmt::Display for StateLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateLocation::Disabled => f.write_str("none"),
+            StateLocation::File(path) => write!(f, "{}", path.display()),
+            StateLocation::Postgres(url) => f.write_str(&without_password(url)),
+        }
+    }
+}
+
+/// A URL as it may be shown: any password replaced by `***`.
+fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Not a URL we can read: show its scheme only, never the rest.
+        Err(_) => format!("{}://…", url.split("://").next().unwrap_or("postgres")),
+    }
+}
+
+/// A store [`create`] opened, and whether it made it (`false`: it existed).
+pub type Created = (Box<dyn StateStore>, bool);
+
+/// Opens the existing store at `location` (`None` for [`StateLocation::Disabled`]).
+/// A store that does not exist is [`StateError::Missing`]: it is never created on the way.
+pub fn open(location: &StateLocation) -> Result<Option<Box<dyn StateStore>>, StateError> {
+    match location {
+        StateLocation::Disabled => Ok(None),
+        StateLocation::File(path) => Ok(Some(Box::new(SqliteStore::open(path)?))),
+        StateLocation::Postgres(_) => Err(location.unsupported()),
+    }
+}
+
+/// Creates the store at `location` when it does not exist, then opens it; says whether
+/// it was created. `None` for [`StateLocation::Disabled`].
+pub fn create(location: &StateLocation) -> Result<Option<Created>, StateError> {
+    match location {
+        StateLocation::Disabled => Ok(None),
+        StateLocation::File(path) => {
+            let (store, created) = SqliteStore::create(path)?;
+            Ok(Some((Box::new(store), created)))
+        }
+        StateLocation::Postgres(_) => Err(location.unsupported()),
+    }
+}
+
+/// Opens the store for reading only; `None` when there is none (or state is disabled).
+/// Creates nothing.
+pub fn open_read_only(location: &StateLocation) -> Result<Option<Box<dyn StateStore>>, StateError> {
+    match location {
+        StateLocation::Disabled => Ok(None),
+        StateLocation::File(path) => {
+            Ok(SqliteStore::open_read_only(path)?
+                .map(|store| Box::new(store) as Box<dyn StateStore>))
+        }
+        StateLocation::Postgres(_) => Err(location.unsupported()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_read_by_their_form() {
+        let base = Path::new("/project");
+        assert_eq!(
+            StateLocation::parse(OsStr::new("none"), base),
+            StateLocation::Disabled
+        );
+        assert_eq!(
+            StateLocation::parse(OsStr::new(".smax/state.db"), base),
+            StateLocation::File(PathBuf::from("/project/.smax/state.db"))
+        );
+        assert_eq!(
+            StateLocation::parse(OsStr::new("/var/state.db"), base),
+            StateLocation::File(PathBuf::from("/var/state.db"))
+        );
+        for url in [
+            "postgres://u@h/db",
+            "PostgreSQL://u:p@h:5432/db?sslmode=require",
+        ] {
+            assert_eq!(
+                StateLocation::parse(OsStr::new(url), base),
+                StateLocation::Postgres(url.to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn a_postgres_password_is_never_shown() {
+        let location = StateLocation::Postgres("postgres://u:s3cr%40t@h:5432/db".into());
+        let shown = location.to_string();
+        assert!(!shown.contains("s3cr"), "{shown}");
+        assert!(shown.contains("u:***@h:5432/db"), "{shown}");
+        let garbled = StateLocation::Postgres("postgres://u:s3cret@[bad/db".into());
+        assert!(!garbled.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn postgres_is_refused_and_nothing_is_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = std::env::current_dir().expect("cwd");
+        let location = StateLocation::parse(OsStr::new("postgres://u@h/db"), dir.path());
+        assert!(matches!(
+            create(&location),
+            Err(StateError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            open(&location),
+            Err(StateError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            open_read_only(&location),
+            Err(StateError::Unsupported { .. })
+        ));
+        assert_eq!(std::fs::read_dir(dir.path()).expect("read").count(), 0);
+        assert!(!before.join("postgres:").exists());
+    }
+}
