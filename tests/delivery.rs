@@ -14,7 +14,7 @@ use smax_campaign::audience::Origin;
 use smax_campaign::campaign::{ApiVersion, MaxFailures, TagStyle};
 use smax_campaign::delivery::{
     deliver, AttemptEntry, BotBudget, Journal, JournalHandle, NullJournal, OutcomeClass,
-    OutcomeEntry, Settings, Stats, StopReason, Stopper, Target,
+    OutcomeEntry, Settings, Stats, StopReason, Stopper, Tagged, Target,
 };
 use smax_campaign::render::RenderedRequest;
 use smax_campaign::schedule::{Clock, ManualClock, Window};
@@ -379,19 +379,22 @@ struct PermitWitness {
 }
 
 impl Journal for PermitWitness {
-    fn attempted(&mut self, batch: &[AttemptEntry]) -> Result<(), String> {
+    fn write(
+        &mut self,
+        attempts: &[Tagged<AttemptEntry>],
+        outcomes: &[Tagged<OutcomeEntry>],
+    ) -> Result<(), String> {
         let permits = self.budget.permits();
         let mut log = self.log.lock().expect("log");
-        log.extend(batch.iter().map(|a| (a.key.clone(), permits)));
-        Ok(())
-    }
-    fn settled(&mut self, batch: &[OutcomeEntry]) -> Result<(), String> {
+        log.extend(attempts.iter().map(|a| (a.record.key.clone(), permits)));
         let mut events = self.events.lock().expect("events");
-        events.extend(
-            batch
-                .iter()
-                .map(|o| (o.key.clone(), o.outcome.class, o.outcome.attempts)),
-        );
+        events.extend(outcomes.iter().map(|o| {
+            (
+                o.record.key.clone(),
+                o.record.outcome.class,
+                o.record.outcome.attempts,
+            )
+        }));
         Ok(())
     }
 }

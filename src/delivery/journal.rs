@@ -5,6 +5,10 @@
 //! transaction, then acknowledges each record: with 64 requests in flight, one
 //! commit carries up to 64 records, so durability does not cost one sync per
 //! request, and no request leaves before its attempt is durable.
+//!
+//! One writer can serve many runs at once (every campaign sending into one state
+//! store): each [`JournalHandle::for_run`] tags its records with its run, and one
+//! commit carries the records of all of them.
 
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -25,12 +29,23 @@ pub struct OutcomeEntry {
     pub outcome: Outcome,
 }
 
+/// A record and the run it belongs to.
+#[derive(Debug, Clone)]
+pub struct Tagged<T> {
+    /// The run's id, as [`JournalHandle::for_run`] named it.
+    pub run: Arc<str>,
+    pub record: T,
+}
+
 /// Where attempts and outcomes are made durable (the state store, or nothing).
 pub trait Journal: Send + 'static {
-    /// Durable before returning Ok.
-    fn attempted(&mut self, batch: &[AttemptEntry]) -> Result<(), String>;
-    /// Durable before returning Ok.
-    fn settled(&mut self, batch: &[OutcomeEntry]) -> Result<(), String>;
+    /// Records attempts and outcomes, of any runs; durable before returning Ok,
+    /// and nothing of it recorded when it returns Err.
+    fn write(
+        &mut self,
+        attempts: &[Tagged<AttemptEntry>],
+        outcomes: &[Tagged<OutcomeEntry>],
+    ) -> Result<(), String>;
 }
 
 /// Keeps nothing: for runs without a state store (library use, tests).
@@ -38,23 +53,26 @@ pub trait Journal: Send + 'static {
 pub struct NullJournal;
 
 impl Journal for NullJournal {
-    fn attempted(&mut self, _: &[AttemptEntry]) -> Result<(), String> {
-        Ok(())
-    }
-    fn settled(&mut self, _: &[OutcomeEntry]) -> Result<(), String> {
+    fn write(
+        &mut self,
+        _: &[Tagged<AttemptEntry>],
+        _: &[Tagged<OutcomeEntry>],
+    ) -> Result<(), String> {
         Ok(())
     }
 }
 
 enum Op {
-    Attempt(AttemptEntry, oneshot::Sender<Result<(), String>>),
-    Outcome(OutcomeEntry, oneshot::Sender<Result<(), String>>),
+    Attempt(Tagged<AttemptEntry>, oneshot::Sender<Result<(), String>>),
+    Outcome(Tagged<OutcomeEntry>, oneshot::Sender<Result<(), String>>),
 }
 
-/// A handle to the writer thread. Cloneable; the thread ends when every handle is gone.
+/// A handle to the writer thread, for one run. Cloneable; the thread ends when every
+/// handle is gone.
 #[derive(Clone)]
 pub struct JournalHandle {
     writer: Writer,
+    run: Arc<str>,
 }
 
 #[derive(Clone)]
@@ -75,18 +93,19 @@ const MAX_BATCH: usize = 1024;
 
 /// Writes one batch, unless an earlier write failed: once one did, nothing
 /// more is acknowledged as durable.
-fn commit<T>(
+fn commit(
     failed: &mut Option<String>,
-    batch: &[T],
-    write: impl FnOnce(&[T]) -> Result<(), String>,
+    journal: &mut dyn Journal,
+    attempts: &[Tagged<AttemptEntry>],
+    outcomes: &[Tagged<OutcomeEntry>],
 ) -> Result<(), String> {
     if let Some(e) = failed {
         return Err(e.clone());
     }
-    if batch.is_empty() {
+    if attempts.is_empty() && outcomes.is_empty() {
         return Ok(());
     }
-    let result = write(batch);
+    let result = journal.write(attempts, outcomes);
     if let Err(e) = &result {
         *failed = Some(e.clone());
     }
@@ -111,30 +130,25 @@ impl JournalHandle {
                         }
                     }
                     let mut attempts = Vec::new();
-                    let mut attempt_acks = Vec::new();
                     let mut outcomes = Vec::new();
-                    let mut outcome_acks = Vec::new();
+                    let mut acks = Vec::with_capacity(ops.len());
                     for op in ops {
                         match op {
                             Op::Attempt(e, ack) => {
                                 attempts.push(e);
-                                attempt_acks.push(ack);
+                                acks.push(ack);
                             }
                             Op::Outcome(e, ack) => {
                                 outcomes.push(e);
-                                outcome_acks.push(ack);
+                                acks.push(ack);
                             }
                         }
                     }
-                    // Attempts first, acknowledged at once: each holds a rate
-                    // permit and leaves as soon as its record is durable.
-                    let attempt_result = commit(&mut failed, &attempts, |b| journal.attempted(b));
-                    for ack in attempt_acks {
-                        let _ = ack.send(attempt_result.clone());
-                    }
-                    let outcome_result = commit(&mut failed, &outcomes, |b| journal.settled(b));
-                    for ack in outcome_acks {
-                        let _ = ack.send(outcome_result.clone());
+                    // One commit for everything queued, of every run: one sync
+                    // however many campaigns share the store.
+                    let result = commit(&mut failed, journal.as_mut(), &attempts, &outcomes);
+                    for ack in acks {
+                        let _ = ack.send(result.clone());
                     }
                 }
                 journal
@@ -142,9 +156,18 @@ impl JournalHandle {
         Ok((
             JournalHandle {
                 writer: Writer::Thread(tx),
+                run: Arc::from(""),
             },
             thread,
         ))
+    }
+
+    /// A handle to the same writer whose records belong to the run `run_id`.
+    pub fn for_run(&self, run_id: &str) -> JournalHandle {
+        JournalHandle {
+            writer: self.writer.clone(),
+            run: Arc::from(run_id),
+        }
     }
 
     /// Writes on the calling task, one record per write (no group commit).
@@ -156,6 +179,7 @@ impl JournalHandle {
                 journal,
                 failed: None,
             }))),
+            run: Arc::from(""),
         }
     }
 
@@ -170,28 +194,35 @@ impl JournalHandle {
             .map_err(|_| "the state writer has stopped".to_string())?
     }
 
-    fn immediately<T>(
+    fn tag<T>(&self, record: T) -> Tagged<T> {
+        Tagged {
+            run: self.run.clone(),
+            record,
+        }
+    }
+
+    fn immediately(
         latched: &Mutex<Latched>,
-        record: &T,
-        write: impl FnOnce(&mut dyn Journal, &[T]) -> Result<(), String>,
+        attempts: &[Tagged<AttemptEntry>],
+        outcomes: &[Tagged<OutcomeEntry>],
     ) -> Result<(), String> {
         let mut latched = latched.lock().unwrap_or_else(|e| e.into_inner());
         let Latched { journal, failed } = &mut *latched;
-        commit(failed, std::slice::from_ref(record), |b| {
-            write(journal.as_mut(), b)
-        })
+        commit(failed, journal.as_mut(), attempts, outcomes)
     }
 
     pub async fn attempted(&self, entry: AttemptEntry) -> Result<(), String> {
+        let entry = self.tag(entry);
         match &self.writer {
-            Writer::Immediate(latched) => Self::immediately(latched, &entry, |j, b| j.attempted(b)),
+            Writer::Immediate(latched) => Self::immediately(latched, &[entry], &[]),
             Writer::Thread(tx) => Self::call(tx, |ack| Op::Attempt(entry, ack)).await,
         }
     }
 
     pub async fn settled(&self, entry: OutcomeEntry) -> Result<(), String> {
+        let entry = self.tag(entry);
         match &self.writer {
-            Writer::Immediate(latched) => Self::immediately(latched, &entry, |j, b| j.settled(b)),
+            Writer::Immediate(latched) => Self::immediately(latched, &[], &[entry]),
             Writer::Thread(tx) => Self::call(tx, |ack| Op::Outcome(entry, ack)).await,
         }
     }

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use budget::Answer;
 pub use budget::{BotBudget, Budgets};
 use inflight::{InFlight, Slot};
-pub use journal::{AttemptEntry, Journal, JournalHandle, NullJournal, OutcomeEntry};
+pub use journal::{AttemptEntry, Journal, JournalHandle, NullJournal, OutcomeEntry, Tagged};
 
 use crate::api::{BotAuth, Reply, Transport};
 use crate::campaign::MaxFailures;

@@ -1,42 +1,51 @@
-//! The delivery loop's journal, over any state store.
+//! The delivery loop's journal, over any state store: one writer per store serves
+//! every run that sends into it.
 
-use crate::delivery::{AttemptEntry, Journal, OutcomeEntry};
-use crate::state::{Attempt, OutcomeRecord, StateStore};
+use crate::delivery::{AttemptEntry, Journal, OutcomeEntry, Tagged};
+use crate::state::{Attempt, JournalBatch, OutcomeRecord, StateStore};
 
-/// Writes what the delivery loop reports into the run's records.
+/// Writes what the delivery loops report into their runs' records.
 pub(crate) struct StateJournal {
     pub store: Box<dyn StateStore>,
-    pub run_id: String,
 }
 
 impl Journal for StateJournal {
-    fn attempted(&mut self, batch: &[AttemptEntry]) -> Result<(), String> {
-        let attempts: Vec<Attempt> = batch
-            .iter()
-            .map(|a| Attempt {
-                key: a.key.clone(),
-                source: a.file.clone(),
-                row: a.row,
-            })
-            .collect();
-        self.store
-            .record_attempts(&self.run_id, &attempts)
-            .map_err(|e| e.to_string())
-    }
-
-    fn settled(&mut self, batch: &[OutcomeEntry]) -> Result<(), String> {
-        let outcomes: Vec<OutcomeRecord> = batch
-            .iter()
-            .map(|o| OutcomeRecord {
-                key: o.key.clone(),
-                class: o.outcome.class,
-                attempts: o.outcome.attempts,
-                status: o.outcome.status,
-                platform_text: o.outcome.text.clone(),
-            })
-            .collect();
-        self.store
-            .record_outcomes(&self.run_id, &outcomes)
-            .map_err(|e| e.to_string())
+    fn write(
+        &mut self,
+        attempts: &[Tagged<AttemptEntry>],
+        outcomes: &[Tagged<OutcomeEntry>],
+    ) -> Result<(), String> {
+        let batch = JournalBatch {
+            attempts: attempts
+                .iter()
+                .map(|a| {
+                    (
+                        a.run.to_string(),
+                        Attempt {
+                            key: a.record.key.clone(),
+                            source: a.record.file.clone(),
+                            row: a.record.row,
+                        },
+                    )
+                })
+                .collect(),
+            outcomes: outcomes
+                .iter()
+                .map(|o| {
+                    let outcome = &o.record.outcome;
+                    (
+                        o.run.to_string(),
+                        OutcomeRecord {
+                            key: o.record.key.clone(),
+                            class: outcome.class,
+                            attempts: outcome.attempts,
+                            status: outcome.status,
+                            platform_text: outcome.text.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        self.store.record_batch(&batch).map_err(|e| e.to_string())
     }
 }

@@ -139,6 +139,14 @@ impl Runner {
     pub async fn run(&self, runs: Vec<PreparedRun>) -> Vec<Result<Ended, RunError>> {
         let budgets = budgets(&runs);
         let bot_locks = Arc::new(BotLocks::default());
+        let writers = Arc::new(Writers::default());
+        let mut locations: Vec<StateLocation> = Vec::new();
+        for run in &runs {
+            let location = &run.prepared.state;
+            if *location != StateLocation::Disabled && !locations.contains(location) {
+                locations.push(location.clone());
+            }
+        }
         let mut tasks = Vec::with_capacity(runs.len());
         for run in runs {
             let budget = budgets
@@ -152,6 +160,7 @@ impl Runner {
                 interrupt: self.interrupt.clone(),
                 budget,
                 bot_locks: bot_locks.clone(),
+                writers: writers.clone(),
             };
             tasks.push(tokio::spawn(one.run()));
         }
@@ -164,7 +173,88 @@ impl Runner {
                 )))
             }));
         }
+        if let Some(crashed) = writers.finish() {
+            let _ = self.events.send(RunEvent::Problem {
+                campaign: crashed,
+                error: RunError::failed(Diagnostic::error(
+                    "state",
+                    "the state writer crashed; outcomes of the last requests may be unrecorded and read as unknown",
+                )),
+            });
+        }
+        for location in locations {
+            self.checkpoint(&location);
+        }
         ended
+    }
+
+    /// Folds the store's write-ahead log into its main file once every run is done,
+    /// so that the file alone is complete (CI caches may carry only `state.db`).
+    fn checkpoint(&self, location: &StateLocation) {
+        let folded = crate::state::open(location).and_then(|store| match store {
+            Some(store) => store.checkpoint(),
+            None => Ok(()),
+        });
+        if let Err(e) = folded {
+            // Every record is committed; only the copy into the main file waits for
+            // the next run (or the last connection to close).
+            let _ = self.events.send(RunEvent::Note {
+                campaign: String::new(),
+                text: format!(
+                    "warning: could not fold the write-ahead log into {location} ({e}); keep the whole folder, `-wal` included"
+                ),
+            });
+        }
+    }
+}
+
+/// One journal writer per state store, shared by every run that sends into it: one
+/// connection, and one commit for the records of all of them.
+#[derive(Default)]
+struct Writers {
+    by_store: Mutex<WriterMap>,
+}
+
+type WriterMap = HashMap<StateLocation, (JournalHandle, std::thread::JoinHandle<Box<dyn Journal>>)>;
+
+impl Writers {
+    /// The writer of `location`, started on first use with a connection of its own.
+    fn for_run(&self, location: &StateLocation, run_id: &str) -> Result<JournalHandle, RunError> {
+        let mut map = self.by_store.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((handle, _)) = map.get(location) {
+            return Ok(handle.for_run(run_id));
+        }
+        let store = crate::state::open(location)
+            .map_err(|e| RunError::state(location.to_string(), e))?
+            .ok_or_else(|| {
+                RunError::failed(Diagnostic::error(
+                    "state",
+                    "no state store to record deliveries in",
+                ))
+            })?;
+        let (handle, thread) = JournalHandle::start(Box::new(journal::StateJournal { store }))
+            .map_err(|e| {
+                RunError::failed(Diagnostic::error(
+                    "runtime",
+                    format!("cannot start the state writer: {e}"),
+                ))
+            })?;
+        let for_run = handle.for_run(run_id);
+        map.insert(location.clone(), (handle, thread));
+        Ok(for_run)
+    }
+
+    /// Lets every writer finish (their runs are done); names a store whose writer crashed.
+    fn finish(&self) -> Option<String> {
+        let map = std::mem::take(&mut *self.by_store.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut crashed = None;
+        for (location, (handle, thread)) in map {
+            drop(handle);
+            if thread.join().is_err() {
+                crashed = Some(location.to_string());
+            }
+        }
+        crashed
     }
 }
 
@@ -235,6 +325,7 @@ struct OneRun {
     interrupt: Stopper,
     budget: Arc<BotBudget>,
     bot_locks: Arc<BotLocks>,
+    writers: Arc<Writers>,
 }
 
 /// A run that planned and may send: what the sending part needs.
@@ -459,8 +550,7 @@ impl OneRun {
         Ok(None)
     }
 
-    /// Records how the run ended and checkpoints the store, so that its main place
-    /// alone is complete (CI caches may carry only `state.db`).
+    /// Records how the run ended (the store is checkpointed when every run is done).
     fn close(
         &self,
         store: &mut dyn StateStore,
@@ -475,22 +565,13 @@ impl OneRun {
                         store.location()
                     )),
             )
-        })?;
-        if let Err(e) = store.checkpoint() {
-            // Every record is committed; only the copy into the main file waits for
-            // the next run (or the last connection to close).
-            self.note(format!(
-                "warning: could not fold the write-ahead log into {} ({e}); keep the whole folder, `-wal` included",
-                store.location()
-            ));
-        }
-        Ok(())
+        })
     }
 
     /// Sends the planned run and closes it.
     async fn send(self, ready: Ready, started: String) -> Result<Ended, RunError> {
         let Ready {
-            store,
+            mut store,
             run_info,
             pass,
             filter,
@@ -498,21 +579,10 @@ impl OneRun {
         } = ready;
         let prepared = &self.run.prepared;
         let campaign = &prepared.campaign;
-        let location = prepared.state.clone();
-        let stateless = store.is_none();
-        let journal: Box<dyn Journal> = match store {
-            Some(store) => Box::new(journal::StateJournal {
-                store,
-                run_id: run_info.id.clone(),
-            }),
-            None => Box::new(NullJournal),
+        let journal = match &store {
+            Some(_) => self.writers.for_run(&prepared.state, &run_info.id)?,
+            None => JournalHandle::immediate(Box::new(NullJournal)),
         };
-        let (journal, journal_thread) = JournalHandle::start(journal).map_err(|e| {
-            RunError::failed(Diagnostic::error(
-                "runtime",
-                format!("cannot start the state writer: {e}"),
-            ))
-        })?;
         let concurrency = campaign.delivery.concurrency as usize;
         let transport =
             HttpTransport::new(&prepared.api_url, campaign.delivery.timeout, concurrency)
@@ -586,37 +656,22 @@ impl OneRun {
                 .collect();
             self.problem(RunError::Failed(diagnostics));
         }
-        let journal_lost = journal_thread.join().is_err();
-        if journal_lost {
-            self.problem(RunError::failed(Diagnostic::error(
-                "state",
-                "the state writer crashed; outcomes of the last requests may be unrecorded and read as unknown",
-            )));
-        }
-
         let failed = result.rejected + result.failed + result.unknown > 0;
-        let aborted = audience_failed
-            || journal_lost
-            || result.stopped.as_ref().is_some_and(|r| !r.is_pause());
+        let aborted = audience_failed || result.stopped.as_ref().is_some_and(|r| !r.is_pause());
         let run_status = match &result.stopped {
-            _ if audience_failed || journal_lost => RunStatus::Aborted,
+            _ if audience_failed => RunStatus::Aborted,
             None => RunStatus::Completed,
             Some(StopReason::Interrupted | StopReason::WindowClosed | StopReason::TimeLimit) => {
                 RunStatus::Interrupted
             }
             Some(_) => RunStatus::Aborted,
         };
-        // The journal owned the store; closing takes a fresh handle.
-        let closed = if stateless {
-            Ok(())
-        } else {
-            let id = run_info.id.clone();
-            let this = &self;
-            tokio::task::block_in_place(|| match crate::state::open(&location) {
-                Ok(Some(mut store)) => this.close(store.as_mut(), &id, run_status),
-                Ok(None) => Ok(()),
-                Err(e) => Err(RunError::state(location.to_string(), e)),
-            })
+        let closed = match store.as_deref_mut() {
+            Some(store) => {
+                let id = &run_info.id;
+                self.close(store, id, run_status)
+            }
+            None => Ok(()),
         };
         let close_failed = closed.is_err();
         if let Err(e) = closed {

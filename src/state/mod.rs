@@ -30,8 +30,9 @@ pub use error::StateError;
 pub use location::{create, open, open_read_only, Created, StateLocation};
 pub use lock::{acquire, held_by, HeldLock, Holder, LockError, LockGuard, LockName};
 pub use model::{
-    key_hash, Attempt, Begin, Counts, DeliveryRow, Fingerprint, FingerprintChange, KeyHashHasher,
-    OutcomeClass, OutcomeRecord, ParseNameError, PriorDeliveries, RunStart, RunStatus, RunSummary,
+    key_hash, Attempt, Begin, Counts, DeliveryRow, Fingerprint, FingerprintChange, JournalBatch,
+    KeyHashHasher, OutcomeClass, OutcomeRecord, ParseNameError, PriorDeliveries, RunStart,
+    RunStatus, RunSummary,
 };
 pub use sqlite::{Durability, SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
 
@@ -79,18 +80,38 @@ pub trait StateStore: Send {
     /// run). Keys are [`key_hash`]es.
     fn prior(&self, run_id: &str) -> Result<PriorDeliveries, StateError>;
 
-    /// Durably marks these recipients as attempted, in one transaction synced to disk before
-    /// returning. Send only after this returns `Ok`. A recipient attempted before has its
-    /// attempt count incremented and its source and row updated.
-    fn record_attempts(&mut self, run_id: &str, attempts: &[Attempt]) -> Result<(), StateError>;
+    /// Records a batch of attempts and outcomes, of any runs, in one transaction: when
+    /// it holds attempts, synced to disk before returning (send only after this returns
+    /// `Ok`). A recipient attempted before has its attempt count incremented and its
+    /// source and row updated. An outcome for a recipient without an attempt (e.g.
+    /// `skipped`) is inserted with an empty source and row 0.
+    fn record_batch(&mut self, batch: &JournalBatch) -> Result<(), StateError>;
 
-    /// Records outcomes in one transaction. An outcome for a recipient without an attempt
-    /// (e.g. `skipped`) is inserted with an empty source and row 0.
+    /// [`Self::record_batch`] of one run's attempts.
+    fn record_attempts(&mut self, run_id: &str, attempts: &[Attempt]) -> Result<(), StateError> {
+        self.record_batch(&JournalBatch {
+            attempts: attempts
+                .iter()
+                .map(|a| (run_id.to_owned(), a.clone()))
+                .collect(),
+            outcomes: Vec::new(),
+        })
+    }
+
+    /// [`Self::record_batch`] of one run's outcomes.
     fn record_outcomes(
         &mut self,
         run_id: &str,
         outcomes: &[OutcomeRecord],
-    ) -> Result<(), StateError>;
+    ) -> Result<(), StateError> {
+        self.record_batch(&JournalBatch {
+            attempts: Vec::new(),
+            outcomes: outcomes
+                .iter()
+                .map(|o| (run_id.to_owned(), o.clone()))
+                .collect(),
+        })
+    }
 
     /// After a crash: every delivery of this run still `attempted` becomes `unknown`.
     /// Returns how many. Call it when a run is reopened, while holding the run's lock.

@@ -538,3 +538,11 @@ mod tests {
         assert_eq!(p.len(), 2);
     }
 }
+
+/// What one journal commit records, of any runs, in one transaction: attempts (each
+/// with its run's id) and outcomes.
+#[derive(Debug, Clone, Default)]
+pub struct JournalBatch {
+    pub attempts: Vec<(String, Attempt)>,
+    pub outcomes: Vec<(String, OutcomeRecord)>,
+}

@@ -10,7 +10,7 @@
 //! last outcomes, never an attempt: those recipients read as `attempted`, then
 //! `unknown`, and are not resent without `--resend-unknown`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,8 +20,8 @@ use rusqlite::{params, params_from_iter, Connection, ErrorCode, OpenFlags, Optio
 use super::error::StateError;
 use super::lock::{self, HeldLock, Holder, LockError, LockName};
 use super::model::{
-    key_hash, Attempt, Begin, Counts, DeliveryRow, Fingerprint, OutcomeClass, OutcomeRecord,
-    PriorDeliveries, RunStart, RunStatus, RunSummary,
+    key_hash, Begin, Counts, DeliveryRow, Fingerprint, JournalBatch, OutcomeClass, PriorDeliveries,
+    RunStart, RunStatus, RunSummary,
 };
 use super::StateStore;
 
@@ -901,8 +901,17 @@ impl StateStore for SqliteStore {
         Ok(prior)
     }
 
-    fn record_attempts(&mut self, run_id: &str, attempts: &[Attempt]) -> Result<(), StateError> {
-        self.writable(Sync::Full)?;
+    fn record_batch(&mut self, batch: &JournalBatch) -> Result<(), StateError> {
+        if batch.attempts.is_empty() && batch.outcomes.is_empty() {
+            return Ok(());
+        }
+        // Attempts must be on disk before their requests leave; outcomes alone
+        // may wait for the next sync (a lost outcome reads as unknown).
+        self.writable(if batch.attempts.is_empty() {
+            Sync::Normal
+        } else {
+            Sync::Full
+        })?;
         let now = self.now_ms();
         let path = self.path.clone();
         let e = sql_err(&path);
@@ -910,43 +919,32 @@ impl StateStore for SqliteStore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(&e)?;
-        let run = Reader {
-            conn: &tx,
-            path: &path,
-        }
-        .run_pk(run_id)?;
+        // Run ids to row ids, looked up once per batch.
+        let mut runs: HashMap<String, i64> = HashMap::new();
         {
-            let mut stmt = tx.prepare_cached(SQL_UPSERT_ATTEMPT).map_err(&e)?;
-            for a in attempts {
+            let reader = Reader {
+                conn: &tx,
+                path: &path,
+            };
+            let mut pk = |run_id: &str| -> Result<i64, StateError> {
+                if let Some(pk) = runs.get(run_id) {
+                    return Ok(*pk);
+                }
+                let pk = reader.run_pk(run_id)?;
+                runs.insert(run_id.to_owned(), pk);
+                Ok(pk)
+            };
+            let mut upsert = tx.prepare_cached(SQL_UPSERT_ATTEMPT).map_err(&e)?;
+            for (run_id, a) in &batch.attempts {
+                let run = pk(run_id)?;
                 let row = to_i64("row", a.row)?;
-                stmt.execute(params![run, clean(&a.key), clean(&a.source), row, now])
+                upsert
+                    .execute(params![run, clean(&a.key), clean(&a.source), row, now])
                     .map_err(&e)?;
             }
-        }
-        tx.commit().map_err(&e)
-    }
-
-    fn record_outcomes(
-        &mut self,
-        run_id: &str,
-        outcomes: &[OutcomeRecord],
-    ) -> Result<(), StateError> {
-        self.writable(Sync::Normal)?;
-        let now = self.now_ms();
-        let path = self.path.clone();
-        let e = sql_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        let run = Reader {
-            conn: &tx,
-            path: &path,
-        }
-        .run_pk(run_id)?;
-        {
             let mut update = tx.prepare_cached(SQL_UPDATE_OUTCOME).map_err(&e)?;
-            for o in outcomes {
+            for (run_id, o) in &batch.outcomes {
+                let run = pk(run_id)?;
                 let key = clean(&o.key);
                 let text = o.platform_text.as_deref().map(clean);
                 let values = params![run, key, o.class.as_str(), o.attempts, o.status, text, now];
