@@ -12,6 +12,7 @@ pub mod campaign;
 pub mod cli;
 pub mod commands;
 pub mod diagnostic;
+pub mod human;
 pub mod logging;
 pub mod plan;
 pub mod render;

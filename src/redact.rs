@@ -51,7 +51,7 @@ pub fn register(secret: &str) {
             &mut list,
             crate::diagnostic::render::escape_property(secret),
         );
-        add(&mut list, crate::report::md_cell(secret));
+        add(&mut list, crate::human::md_cell(secret));
         // Longest first, so a secret that contains another is replaced whole.
         list.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use smax_campaign::api::wire::{BotEndpoint, V2Send, WireRequest};
-use smax_campaign::api::{BotAuth, Reply, Secret, Transport};
+use smax_campaign::api::{ApiVersion, BotAuth, Reply, Secret, TagStyle, Transport};
 use smax_campaign::audience::Origin;
-use smax_campaign::campaign::{ApiVersion, MaxFailures, TagStyle};
+use smax_campaign::campaign::MaxFailures;
 use smax_campaign::delivery::{
     deliver, AttemptEntry, BotBudget, Journal, JournalHandle, NullJournal, OutcomeClass,
     OutcomeEntry, Settings, Stats, StopReason, Stopper, Tagged, Target,

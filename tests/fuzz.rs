@@ -40,8 +40,10 @@ use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestCaseResult, TestRunner};
 use serde_json::Value as Json;
 
-use smax_campaign::audience::{read_csv_header, AudienceReader, RowEvent};
-use smax_campaign::campaign::{self, yaml, ColumnType, Project, Source, SourceKind};
+use smax_campaign::audience::{
+    read_csv_header, AudienceReader, ColumnType, RowEvent, Source, SourceKind,
+};
+use smax_campaign::campaign::{self, yaml, Project};
 use smax_campaign::diagnostic::{self, Diagnostic, DiagnosticFormat, Location, SourceText};
 use smax_campaign::plan::{self, KeySet, Pipeline, Planned};
 use smax_campaign::render::templates::{TemplateSet, KEY, WHERE};

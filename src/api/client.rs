@@ -5,8 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use super::platform::ApiVersion;
 use super::wire::{BotEndpoint, WireRequest};
-use crate::campaign::ApiVersion;
 
 /// A bot token. Its `Debug` never shows it; it is read only to build requests.
 #[derive(Clone)]

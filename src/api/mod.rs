@@ -1,8 +1,11 @@
-//! The platform's API: request building (wire) and the client that sends.
+//! The platform's API: its vocabulary (platform), request building (wire) and
+//! the client that sends.
 pub mod client;
+mod platform;
 pub mod wire;
 
 pub use client::{BotAuth, HttpTransport, Reply, Secret, Transport};
+pub use platform::{ApiVersion, MessagingTag, PriorityChannel, TagStyle};
 
 /// The platform's limit, requests per second per bot. `run` refuses a
 /// higher `delivery.rate` against the real API, and `validate` reports it

@@ -2,7 +2,7 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
-use crate::campaign::{MessagingTag, TagStyle};
+use super::platform::{MessagingTag, TagStyle};
 
 /// RFC 3986: everything but the unreserved characters `A-Z a-z 0-9 - . _ ~`
 /// is percent-encoded (a space is `%20`, never `+`).

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use minijinja::Value;
 
+use super::source::ColumnType;
 use super::{Origin, Row, RowEvent};
-use crate::campaign::{io_reason, ColumnType};
+use crate::human::io_reason;
 
 /// The header row of a CSV file (BOM stripped).
 pub fn read_csv_header(path: &Path, delimiter: u8) -> Result<Vec<String>, String> {

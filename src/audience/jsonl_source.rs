@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{json_row, Origin, Row, RowEvent};
-use crate::campaign::io_reason;
+use crate::human::io_reason;
 
 /// One non-blank line of a JSONL stream.
 enum Line {

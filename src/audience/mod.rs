@@ -10,16 +10,16 @@
 mod csv_source;
 pub(crate) mod json_row;
 mod jsonl_source;
+mod source;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use minijinja::Value;
 
-use crate::campaign::{Source, SourceKind};
-
 pub use csv_source::read_csv_header;
 pub use jsonl_source::jsonl_keys;
+pub use source::{ColumnType, Source, SourceKind};
 
 /// Where a row came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

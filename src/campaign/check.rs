@@ -5,17 +5,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::model::{
-    ApiVersion, BotRef, BotSpec, CampaignFile, CsvSource, DeliverySpec, JsonlSource,
-    MaxFailuresSpec, MessagingTag, ProjectFile, SourceSpec,
+    BotRef, BotSpec, CampaignFile, CsvSource, DeliverySpec, JsonlSource, MaxFailuresSpec,
+    ProjectFile, SourceSpec,
 };
 use super::schema_check::Finding;
 use super::yaml::{pointer_segment, Document};
 use super::{
     Audience, Bot, Campaign, Content, Delivery, MaxFailures, Message, Parsed, Project, Recipient,
-    Source, SourceKind, TemplateSource, TokenSource,
+    TemplateSource, TokenSource,
 };
 use super::{Confinement, Refusal};
-use crate::api::{is_real_api, PLATFORM_RATE_LIMIT};
+use crate::api::{is_real_api, ApiVersion, MessagingTag, PLATFORM_RATE_LIMIT};
+use crate::audience::{Source, SourceKind};
 use crate::diagnostic::{suggest, Diagnostic, Location, Position, SourceText};
 use crate::render::templates::{find_name, TemplateSet, KEY, WHERE};
 
@@ -1051,7 +1052,7 @@ fn source_fields(source: &Source, is_audience: bool) -> Result<Option<Fields>, S
                 noun: "field",
                 holder: format!(
                     "the {what} `{path}` (in its first {} lines)",
-                    crate::report::thousands(SAMPLED_JSONL_LINES as u64)
+                    crate::human::thousands(SAMPLED_JSONL_LINES as u64)
                 ),
             }))
         }

@@ -118,7 +118,7 @@ impl Confinement {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Refusal::Missing),
             Err(e) => {
                 return Err(Refusal::Unreadable {
-                    reason: super::io_reason(&e),
+                    reason: crate::human::io_reason(&e),
                 })
             }
         };
@@ -137,7 +137,7 @@ impl Confinement {
             return Err(Refusal::LinksOutside { target });
         }
         let meta = std::fs::metadata(&target).map_err(|e| Refusal::Unreadable {
-            reason: super::io_reason(&e),
+            reason: crate::human::io_reason(&e),
         })?;
         if meta.is_dir() {
             return Err(Refusal::Folder);

@@ -18,9 +18,10 @@ use serde::de::DeserializeOwned;
 
 use self::check::Masked;
 pub use self::confine::{Confinement, Refusal};
-pub use self::model::{ApiVersion, ColumnType, MessagingTag, PriorityChannel, TagStyle};
 use self::model::{ProjectFile, ScheduleSpec};
 use self::yaml::Spans;
+use crate::api::{ApiVersion, MessagingTag, PriorityChannel, TagStyle};
+use crate::audience::Source;
 use crate::diagnostic::{Diagnostic, Location, SourceText};
 
 pub const DEFAULT_API_URL: &str = "https://api.smax.bot";
@@ -91,25 +92,9 @@ fn read_source(path: &Path) -> Result<Arc<SourceText>, Vec<Diagnostic>> {
         },
         Err(e) => Err(vec![Diagnostic::error(
             "unreadable-file",
-            format!("cannot read the file: {}", io_reason(&e)),
+            format!("cannot read the file: {}", crate::human::io_reason(&e)),
         )
         .at(Location::file(path))]),
-    }
-}
-
-/// Human words for an I/O error (never Rust's Debug form).
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        std::io::ErrorKind::IsADirectory => "it is a folder, not a file".into(),
-        _ => {
-            let text = e.to_string();
-            match text.find(" (os error") {
-                Some(i) => text[..i].to_string(),
-                None => text,
-            }
-        }
     }
 }
 
@@ -494,27 +479,6 @@ impl Bot {
     pub fn label(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)
     }
-}
-
-#[derive(Debug, Clone)]
-pub enum SourceKind {
-    Csv {
-        types: Vec<(String, ColumnType)>,
-        delimiter: u8,
-    },
-    Jsonl,
-    /// Rows written in the campaign file, each with its line there.
-    Inline {
-        rows: Arc<Vec<(serde_json::Map<String, serde_json::Value>, u64)>>,
-    },
-}
-
-/// One audience source, its path resolved against the campaign's folder.
-#[derive(Debug, Clone)]
-pub struct Source {
-    pub kind: SourceKind,
-    /// The file to read (for inline rows: the campaign file).
-    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone)]

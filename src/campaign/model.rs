@@ -8,6 +8,9 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::api::{ApiVersion, MessagingTag, PriorityChannel, TagStyle};
+use crate::audience::ColumnType;
+
 /// A campaign: who receives what, through which bot, when and how fast.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -76,30 +79,6 @@ pub struct BotSpec {
     pub v1_tag_style: Option<TagStyle>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiVersion {
-    V1,
-    V2,
-}
-
-impl ApiVersion {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiVersion::V1 => "v1",
-            ApiVersion::V2 => "v2",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TagStyle {
-    #[default]
-    Quoted,
-    Bare,
-}
-
 /// Where the audience comes from and which of its rows receive the campaign.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -158,15 +137,6 @@ pub struct CsvOptions {
     pub delimiter: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ColumnType {
-    String,
-    Integer,
-    Number,
-    Boolean,
-}
-
 /// A JSON-lines source: a path, or a path with options.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -208,14 +178,6 @@ pub struct RecipientSpec {
     pub priority: Option<Vec<PriorityChannel>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PriorityChannel {
-    Fbid,
-    Phone,
-    Email,
-}
-
 /// What each recipient receives.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -246,30 +208,6 @@ pub struct MessageSpec {
     /// V2: a recurring notification messages token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_messages_token: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[allow(clippy::enum_variant_names)]
-pub enum MessagingTag {
-    #[serde(rename = "CONFIRMED_EVENT_UPDATE")]
-    ConfirmedEventUpdate,
-    #[serde(rename = "POST_PURCHASE_UPDATE")]
-    PostPurchaseUpdate,
-    #[serde(rename = "ACCOUNT_UPDATE")]
-    AccountUpdate,
-    #[serde(rename = "HUMAN_AGENT")]
-    HumanAgent,
-}
-
-impl MessagingTag {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessagingTag::ConfirmedEventUpdate => "CONFIRMED_EVENT_UPDATE",
-            MessagingTag::PostPurchaseUpdate => "POST_PURCHASE_UPDATE",
-            MessagingTag::AccountUpdate => "ACCOUNT_UPDATE",
-            MessagingTag::HumanAgent => "HUMAN_AGENT",
-        }
-    }
 }
 
 /// When the campaign runs: one occurrence (`at`) or a cron schedule.

@@ -73,7 +73,7 @@ pub(super) fn run(global: &GlobalArgs, args: &DueArgs) -> ExitStatus {
                 format!(
                     "cannot list `{}`: {}",
                     args.dir.display(),
-                    campaign::io_reason(&e)
+                    crate::human::io_reason(&e)
                 ),
             )
             .at(Location::file(&args.dir))]);

@@ -12,7 +12,8 @@ use super::{eprint_diagnostics, print_err, print_out, render_error, ExitStatus};
 use crate::cli::{GlobalArgs, ReportFormat, RunArgs};
 use crate::delivery::StopReason;
 use crate::diagnostic::Diagnostic;
-use crate::report::{human_duration, thousands, RunReport};
+use crate::human::{human_duration, thousands};
+use crate::report::RunReport;
 use crate::run::{
     Ended, Prepared, PreparedRun, Progress, ResumePolicy, RunEvent, RunOptions, Runner,
 };
@@ -41,7 +42,7 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
                 return super::usage_error(&format!(
                     "cannot list `{}`: {}",
                     dir.display(),
-                    crate::campaign::io_reason(&e)
+                    crate::human::io_reason(&e)
                 ))
             }
         },
@@ -193,7 +194,7 @@ fn write_reports(path: Option<&Path>, reports: &[RunReport], status: ExitStatus)
                 format!(
                     "cannot write the report `{}`: {}",
                     path.display(),
-                    crate::campaign::io_reason(&e)
+                    crate::human::io_reason(&e)
                 ),
             )]);
         }
@@ -203,7 +204,7 @@ fn write_reports(path: Option<&Path>, reports: &[RunReport], status: ExitStatus)
         if let Err(e) = crate::redact::append_file(Path::new(&summary), &md) {
             print_err(&format!(
                 "warning: cannot append to GITHUB_STEP_SUMMARY: {}\n",
-                crate::campaign::io_reason(&e)
+                crate::human::io_reason(&e)
             ));
         }
     }

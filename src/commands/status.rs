@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{print_out, render_error, ExitStatus};
 use crate::campaign;
 use crate::cli::{GlobalArgs, RecipientFilter, ReportFormat, StatusArgs};
-use crate::report::{human_duration, percent, thousands};
+use crate::human::{human_duration, md_cell, percent, thousands};
 use crate::run::RunError;
 use crate::state::{DeliveryRow, LockName, OutcomeClass, RunStatus, RunSummary, StateStore};
 
@@ -342,7 +342,7 @@ fn recipients_markdown(run: &RunSummary, rows: &[DeliveryRow]) -> String {
             d.row,
             OutcomeClass::label(d.class),
             d.attempts,
-            crate::report::md_cell(d.platform_text.as_deref().unwrap_or(""))
+            md_cell(d.platform_text.as_deref().unwrap_or(""))
         );
     }
     out

@@ -67,7 +67,7 @@ pub(super) fn run(global: &GlobalArgs, args: &ValidateArgs) -> ExitStatus {
                     format!(
                         "cannot list `{}`: {}",
                         path.display(),
-                        campaign::io_reason(&e)
+                        crate::human::io_reason(&e)
                     ),
                 )
                 .at(Location::file(path)),

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use super::{suppression_set, InvalidRow, KeySet, Pipeline, PlanError, Planned, PriorLookup};
 use crate::api::wire::BotEndpoint;
-use crate::campaign::{io_reason, Campaign};
+use crate::campaign::Campaign;
 use crate::diagnostic::{Diagnostic, Location};
+use crate::human::io_reason;
 use crate::render::{Renderer, RunInfo};
 use crate::report::{PlanReport, RequestLine};
 

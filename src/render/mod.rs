@@ -11,8 +11,9 @@ use std::sync::Arc;
 use minijinja::Value;
 
 use crate::api::wire::{V1Block, V1Send, V2Send, WireRequest};
+use crate::api::{ApiVersion, MessagingTag, PriorityChannel};
 use crate::audience::{Origin, Row};
-use crate::campaign::{ApiVersion, Campaign, Content, PriorityChannel};
+use crate::campaign::{Campaign, Content};
 use templates::{Handle, TemplateError, TemplateSet, KEY, WHERE};
 
 /// Messenger's limit on one text message, in characters.
@@ -294,7 +295,7 @@ pub struct Renderer {
     globals: Arc<Globals>,
     api: ApiVersion,
     content: Content,
-    tag: Option<crate::campaign::MessagingTag>,
+    tag: Option<MessagingTag>,
     attributes: Vec<(String, Handle)>,
     identifiers: Vec<(&'static str, Handle)>,
     priority: Vec<PriorityChannel>,

@@ -3,8 +3,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{human_duration, thousands};
 use crate::api::wire::{BotEndpoint, WireRequest, REDACTED};
+use crate::human::{human_duration, md_cell, thousands};
 use crate::plan::{Counts, InvalidRow};
 use crate::render::RenderedRequest;
 
@@ -293,7 +293,7 @@ impl PlanReport {
                     "| `{}:{}` | {} |",
                     row.file.display(),
                     row.row,
-                    super::md_cell(&row.reason)
+                    md_cell(&row.reason)
                 );
             }
             let _ = writeln!(out, "\n</details>");

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::{human_duration, thousands};
 use crate::delivery::DeliveryResult;
+use crate::human::{human_duration, md_cell, percent, thousands};
 use crate::plan::Counts;
 
 /// One campaign's run, as the JSON report and the step summary show it.
@@ -38,7 +38,7 @@ impl RunReport {
         let name = &self.campaign;
         let audience = plan.rendered();
         let share = |n: u64, of: u64| {
-            super::percent(n, of)
+            percent(n, of)
                 .map(|p| format!("  {p:>5.1}%"))
                 .unwrap_or_default()
         };
@@ -129,7 +129,7 @@ impl RunReport {
         if !d.top_failures.is_empty() {
             let _ = writeln!(out, "\n| failure | count |\n|---|---:|");
             for (text, n) in &d.top_failures {
-                let _ = writeln!(out, "| {} | {} |", super::md_cell(text), thousands(*n));
+                let _ = writeln!(out, "| {} | {} |", md_cell(text), thousands(*n));
             }
         }
         out.push('\n');

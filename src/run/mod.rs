@@ -39,9 +39,10 @@ use crate::delivery::{
     Target,
 };
 use crate::diagnostic::Diagnostic;
+use crate::human::thousands;
 use crate::plan::{due_at, plan_errors, plan_pass, run_info, Pipeline, PlanPass, Planned};
 use crate::render::RunInfo;
-use crate::report::{thousands, PlanReport, RunReport};
+use crate::report::{PlanReport, RunReport};
 use crate::schedule::Due;
 use crate::state::{HeldLock, LockName, RunStatus, StateLocation, StateStore};
 

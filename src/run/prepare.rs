@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use super::RunError;
 use crate::api::{is_real_api, Secret, PLATFORM_RATE_LIMIT};
-use crate::campaign::{self, io_reason, Campaign, Project, TokenSource};
+use crate::campaign::{self, Campaign, Project, TokenSource};
 use crate::diagnostic::Diagnostic;
+use crate::human::io_reason;
 use crate::state::StateLocation;
 
 /// What the caller said about where things are (flags and environment), before
