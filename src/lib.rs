@@ -21,6 +21,7 @@ pub mod run;
 pub mod sandbox;
 pub mod schedule;
 pub mod state;
+pub mod templates;
 
 pub use commands::{run, ExitStatus};
 pub mod delivery;

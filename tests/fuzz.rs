@@ -46,9 +46,9 @@ use smax_campaign::audience::{
 use smax_campaign::campaign::{self, yaml, Project};
 use smax_campaign::diagnostic::{self, Diagnostic, DiagnosticFormat, Location, SourceText};
 use smax_campaign::plan::{self, KeySet, Pipeline, Planned};
-use smax_campaign::render::templates::{TemplateSet, KEY, WHERE};
 use smax_campaign::render::Renderer;
 use smax_campaign::schedule::{self, ScheduleInput, Window};
+use smax_campaign::templates::{TemplateSet, KEY, WHERE};
 
 // ---- the harness ------------------------------------------------------------
 

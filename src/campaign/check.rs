@@ -18,7 +18,7 @@ use super::{Confinement, Refusal};
 use crate::api::{is_real_api, ApiVersion, MessagingTag, PLATFORM_RATE_LIMIT};
 use crate::audience::{Source, SourceKind};
 use crate::diagnostic::{suggest, Diagnostic, Location, Position, SourceText};
-use crate::render::templates::{find_name, TemplateSet, KEY, WHERE};
+use crate::templates::{find_name, TemplateSet, KEY, WHERE};
 
 /// The longest `delivery.timeout`: a request that takes longer has failed,
 /// and the bound keeps the deadline arithmetic far from overflow.

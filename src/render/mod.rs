@@ -4,8 +4,6 @@
 //! object (row fields at the top level, then `vars`, `campaign`, `run`, `now`)
 //! rather than a freshly built map.
 
-pub mod templates;
-
 use std::sync::Arc;
 
 use minijinja::Value;
@@ -14,7 +12,7 @@ use crate::api::wire::{V1Block, V1Send, V2Send, WireRequest};
 use crate::api::{ApiVersion, MessagingTag, PriorityChannel};
 use crate::audience::{Origin, Row};
 use crate::campaign::{Campaign, Content};
-use templates::{Handle, TemplateError, TemplateSet, KEY, WHERE};
+use crate::templates::{self, Handle, TemplateError, TemplateSet, KEY, WHERE};
 
 /// Messenger's limit on one text message, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;

@@ -1,4 +1,5 @@
-//! Compiled templates of one campaign, named by where they sit in the file.
+//! Compiled templates of one campaign, named by where they sit in the file:
+//! what the campaign checks compile and inspect, and what rendering renders.
 
 use std::collections::HashSet;
 use std::ops::Range;
