@@ -15,7 +15,6 @@
 //! order, a few batches ahead); the iterator's own thread renders the requests.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::BuildHasherDefault;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, SendError, Sender, TrySendError};
@@ -28,7 +27,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::audience::{AudienceReader, Origin, RowEvent};
 use crate::campaign::Campaign;
 use crate::render::{Context, Invalid, RenderedRequest, Renderer, RunInfo};
-use crate::state::KeyHashHasher;
+use crate::state::{key_hash, KeyHashBuild};
 
 mod occurrence;
 mod pass;
@@ -88,14 +87,6 @@ pub enum Planned {
 pub trait PriorLookup: Send + Sync {
     fn already_handled(&self, key: &str) -> bool;
 }
-
-pub fn key_hash(key: &str) -> u128 {
-    xxh3_128(key.as_bytes())
-}
-
-/// Key hashes are already xxh3 output: hashing them again (SipHash by
-/// default) only costs time.
-type KeyHashBuild = BuildHasherDefault<KeyHashHasher>;
 
 /// Shards of a [`KeySet`], picked by the hash's top byte (bits the tables
 /// themselves do not use).
@@ -510,7 +501,8 @@ impl Pipeline {
             Err(e) => return Some(self.invalid(origin, e)),
         };
         if let Some(token) = Renderer::otn_token(&request.wire) {
-            let token_hash = key_hash(token);
+            // A token is no recipient key and is never stored: hashed as it is.
+            let token_hash = xxh3_128(token.as_bytes());
             if let Some(first) = self.otn_seen.get(&token_hash) {
                 let first = first.to_string();
                 return Some(self.invalid(origin, Invalid::OtnReused { first }));

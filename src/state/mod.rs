@@ -31,8 +31,8 @@ pub use location::{create, open, open_read_only, Created, StateLocation};
 pub use lock::{acquire, held_by, HeldLock, Holder, LockError, LockGuard, LockName};
 pub use model::{
     key_hash, Attempt, Begin, Counts, DeliveryRow, Fingerprint, FingerprintChange, JournalBatch,
-    KeyHashHasher, OutcomeClass, OutcomeRecord, ParseNameError, PriorDeliveries, RunStart,
-    RunStatus, RunSummary,
+    KeyHashBuild, KeyHashHasher, OutcomeClass, OutcomeRecord, ParseNameError, PriorDeliveries,
+    RunStart, RunStatus, RunSummary,
 };
 pub use sqlite::{Durability, SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
 

@@ -8,12 +8,15 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The hash the store uses to identify a recipient key in [`PriorDeliveries`]
-/// (xxh3-128 of the key's UTF-8 bytes). Callers hash with this function so that
-/// a million keys cost 16 bytes each instead of a `String` each.
+/// The hash of a recipient key, the one every part uses: the store in
+/// [`PriorDeliveries`], the plan for dedupe and suppression. xxh3-128 of the
+/// key's UTF-8 bytes, so that a million keys cost 16 bytes each instead of a
+/// `String` each.
 ///
-/// The key is hashed as the store writes it, secrets scrubbed, so that a key
-/// that happens to hold a token still matches its stored record on resume.
+/// The key is hashed as the store writes it, secrets scrubbed: the store
+/// keeps only scrubbed key text and rebuilds these hashes from it on resume,
+/// so a key that happens to hold a token still matches its stored record, and
+/// keys the store cannot tell apart are one recipient to the plan too.
 pub fn key_hash(key: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(crate::redact::scrub(key).as_bytes())
 }
@@ -397,6 +400,10 @@ pub struct DeliveryRow {
 #[derive(Default, Clone, Copy)]
 pub struct KeyHashHasher(u64);
 
+/// Builds [`KeyHashHasher`]s: the hasher of every set and map keyed by [`key_hash`]
+/// values (hashing them again, SipHash by default, only costs time).
+pub type KeyHashBuild = BuildHasherDefault<KeyHashHasher>;
+
 impl Hasher for KeyHashHasher {
     fn finish(&self) -> u64 {
         self.0
@@ -422,7 +429,7 @@ impl Hasher for KeyHashHasher {
 /// delivery loop consults to decide whether to skip, retry or resend.
 #[derive(Debug, Clone, Default)]
 pub struct PriorDeliveries {
-    map: HashMap<u128, OutcomeClass, BuildHasherDefault<KeyHashHasher>>,
+    map: HashMap<u128, OutcomeClass, KeyHashBuild>,
 }
 
 impl PriorDeliveries {
@@ -536,6 +543,20 @@ mod tests {
         assert_eq!(p.get("c"), None);
         assert_eq!(p.counts().unknown, 1);
         assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn a_key_holding_a_secret_hashes_as_the_store_writes_it() {
+        crate::redact::register("key-hash-test-secret-51c2");
+        let raw = "user-key-hash-test-secret-51c2";
+        let stored = crate::redact::scrub(raw);
+        assert_eq!(stored, "user-***");
+        // The store rebuilds hashes from the scrubbed text it keeps; the
+        // plan hashes the raw key: the two must meet.
+        let mut p = PriorDeliveries::new();
+        p.insert(key_hash(&stored), OutcomeClass::Sent);
+        assert_eq!(p.get_hash(key_hash(raw)), Some(OutcomeClass::Sent));
+        assert_eq!(p.get(raw), Some(OutcomeClass::Sent));
     }
 }
 
