@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiVersion, MessagingTag, PriorityChannel, TagStyle};
+use crate::api::{ApiVersion, MessagingTag, PriorityChannel, TagStyle, PLATFORM_RATE_LIMIT};
 use crate::audience::ColumnType;
 
 /// A campaign: who receives what, through which bot, when and how fast.
@@ -244,9 +244,11 @@ pub struct ScheduleSpec {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySpec {
-    /// Requests per second for this bot; at most 25 against the real API. Default 25.
+    /// Requests per second for this bot; at most [`PLATFORM_RATE_LIMIT`]
+    /// against the real API, and that by default. (The schema's wording comes
+    /// from `rate_description`, which takes its numbers from the code.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.01))]
+    #[schemars(range(min = 0.01), description = rate_description())]
     pub rate: Option<f64>,
     /// The most requests in flight at once. Below this cap the number adapts
     /// to the observed round trip so the bot reaches its rate. Default 64.
@@ -273,6 +275,15 @@ pub struct DeliverySpec {
     /// written). Default false: messaging a customer twice is worse than once too few.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_unknown: Option<bool>,
+}
+
+/// The schema's description of `delivery.rate`: the platform's limit and the
+/// default as the code has them, not as a doc comment would repeat them.
+fn rate_description() -> String {
+    let default = super::Delivery::default().rate;
+    format!(
+        "Requests per second for this bot; at most {PLATFORM_RATE_LIMIT} against the real API. Default {default}."
+    )
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
