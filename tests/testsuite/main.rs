@@ -1,0 +1,22 @@
+//! Every integration test, in one test binary: one link instead of one per
+//! file after each change to the library. The modules share one process, so a
+//! test must not change process-wide state (environment variables, the current
+//! folder, the secret scrubber's list): anything that does runs in a child
+//! process (the real binary, or this one with a filter).
+
+mod common;
+
+mod delivery;
+mod due;
+mod fuzz;
+mod never_silent;
+mod plan;
+mod resume;
+mod run;
+mod sandbox;
+mod schedule;
+mod schema;
+mod state;
+mod summary;
+mod trust;
+mod validate;
