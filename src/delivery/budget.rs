@@ -28,8 +28,8 @@
 //!   amid successes (random 429s) only delays its own recipient: pausing the
 //!   bot for each of them would spare the server nothing and collapse the rate.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -457,31 +457,12 @@ impl Launched<'_> {
     }
 }
 
-/// The budgets of one process, by bot id.
-#[derive(Debug, Default)]
-pub struct Budgets {
-    by_bot: Mutex<HashMap<String, Arc<BotBudget>>>,
-}
-
-impl Budgets {
-    /// The bot's budget; campaigns asking different rates for one bot share the lowest.
-    pub fn for_bot(&self, bot_id: &str, rate: f64) -> Arc<BotBudget> {
-        let mut map = self.by_bot.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = map
-            .entry(bot_id.to_owned())
-            .or_insert_with(|| Arc::new(BotBudget::new(rate)));
-        if rate < entry.rate {
-            *entry = Arc::new(BotBudget::new(rate));
-        }
-        entry.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use std::sync::Arc;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

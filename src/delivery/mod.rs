@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use budget::Answer;
-pub use budget::{BotBudget, Budgets};
+pub use budget::BotBudget;
 use inflight::{InFlight, Slot};
 pub use journal::{AttemptEntry, Journal, JournalHandle, NullJournal, OutcomeEntry, Tagged};
 

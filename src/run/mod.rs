@@ -138,7 +138,10 @@ impl Runner {
 
     /// Runs every campaign, at once, and returns how each ended, in the given order.
     pub async fn run(&self, runs: Vec<PreparedRun>) -> Vec<Result<Ended, RunError>> {
-        let budgets = budgets(&runs);
+        let budgets = budgets(
+            runs.iter()
+                .map(|r| (r.campaign().bot.id.as_str(), r.campaign().delivery.rate)),
+        );
         let bot_locks = Arc::new(BotLocks::default());
         let writers = Arc::new(Writers::default());
         let mut locations: Vec<StateLocation> = Vec::new();
@@ -261,14 +264,11 @@ impl Writers {
 
 /// One budget per bot: the lowest rate any campaign declares for it, decided before
 /// anything is sent (a budget is never lowered under a running campaign).
-fn budgets(runs: &[PreparedRun]) -> HashMap<String, Arc<BotBudget>> {
+fn budgets<'a>(rates: impl Iterator<Item = (&'a str, f64)>) -> HashMap<String, Arc<BotBudget>> {
     let mut lowest: HashMap<&str, f64> = HashMap::new();
-    for run in runs {
-        let campaign = run.campaign();
-        let rate = lowest
-            .entry(campaign.bot.id.as_str())
-            .or_insert(campaign.delivery.rate);
-        *rate = rate.min(campaign.delivery.rate);
+    for (bot, rate) in rates {
+        let lowest = lowest.entry(bot).or_insert(rate);
+        *lowest = lowest.min(rate);
     }
     lowest
         .into_iter()
@@ -819,4 +819,25 @@ fn send_window_gate(
         let elapsed = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
         window.contains(at + elapsed, tz)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bot_gets_one_budget_at_the_lowest_rate_its_campaigns_declare() {
+        let budgets = budgets(
+            [
+                ("shop", 25.0),
+                ("news", 10.0),
+                ("shop", 5.0),
+                ("shop", 20.0),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(budgets.len(), 2);
+        assert_eq!(budgets["shop"].rate(), 5.0);
+        assert_eq!(budgets["news"].rate(), 10.0);
+    }
 }

@@ -2,7 +2,8 @@
 //! file after each change to the library. The modules share one process, so a
 //! test must not change process-wide state (environment variables, the current
 //! folder, the secret scrubber's list): anything that does runs in a child
-//! process (the real binary, or this one with a filter).
+//! process (the real binary, or this one with a filter), or, for a secret the
+//! library registers, uses one that no other test prints.
 
 mod common;
 
@@ -13,6 +14,7 @@ mod never_silent;
 mod plan;
 mod resume;
 mod run;
+mod runner;
 mod sandbox;
 mod schedule;
 mod schema;
