@@ -90,14 +90,10 @@ fn prior_of(
     store: &dyn StateStore,
     run_id: &str,
 ) -> Result<Option<Arc<dyn PriorLookup>>, RunError> {
-    let prior = store
-        .prior(run_id)
+    let filter = ResumeFilter::load(store, run_id, ResumePolicy::default())
         .map_err(|e| RunError::state(store.location(), e))?;
-    if prior.is_empty() {
+    if filter.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Arc::new(ResumeFilter::new(
-        prior,
-        ResumePolicy::default(),
-    ))))
+    Ok(Some(Arc::new(filter)))
 }

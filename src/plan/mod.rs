@@ -14,7 +14,7 @@
 //! Threads: a second thread reads the rows and takes them through dedupe (in
 //! order, a few batches ahead); the iterator's own thread renders the requests.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, SendError, Sender, TrySendError};
@@ -27,7 +27,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::audience::{AudienceReader, Origin, RowEvent};
 use crate::campaign::Campaign;
 use crate::render::{Context, Invalid, RenderedRequest, Renderer, RunInfo};
-use crate::state::{key_hash, KeyHashBuild};
+use crate::state::{key_hash, KeyHashBuild, KeySet};
 
 mod occurrence;
 mod pass;
@@ -86,55 +86,6 @@ pub enum Planned {
 /// Decides, from state, whether a key was already handled by this run.
 pub trait PriorLookup: Send + Sync {
     fn already_handled(&self, key: &str) -> bool;
-}
-
-/// Shards of a [`KeySet`], picked by the hash's top byte (bits the tables
-/// themselves do not use).
-const SHARDS: usize = 256;
-
-/// A set of [`key_hash`]es.
-///
-/// Split in shards so that growing never holds the old and the new table of
-/// the whole set at once (a single table peaks at 1.5 times its size while it
-/// doubles): a million keys peak near 18 MB instead of 27 MB.
-#[derive(Debug, Clone)]
-pub struct KeySet {
-    shards: Vec<HashSet<u128, KeyHashBuild>>,
-}
-
-impl Default for KeySet {
-    fn default() -> Self {
-        KeySet {
-            shards: vec![HashSet::default(); SHARDS],
-        }
-    }
-}
-
-impl KeySet {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn shard(hash: u128) -> usize {
-        (hash >> 120) as usize
-    }
-
-    /// Adds a hash; false if it was there already.
-    pub fn insert(&mut self, hash: u128) -> bool {
-        self.shards[Self::shard(hash)].insert(hash)
-    }
-
-    pub fn contains(&self, hash: u128) -> bool {
-        self.shards[Self::shard(hash)].contains(&hash)
-    }
-
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(HashSet::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(HashSet::is_empty)
-    }
 }
 
 /// Builds the suppression set from the campaign's `exclude` sources. Any row
@@ -749,16 +700,5 @@ message:
         assert!(pipeline.next().is_some());
         // Returns only once the staging thread has stopped.
         drop(pipeline);
-    }
-
-    #[test]
-    fn key_sets_hold_each_hash_once() {
-        let mut set = KeySet::new();
-        let hashes: Vec<u128> = (0..10_000).map(|i| key_hash(&format!("k{i}"))).collect();
-        assert!(hashes.iter().all(|h| set.insert(*h)));
-        assert!(hashes.iter().all(|h| !set.insert(*h) && set.contains(*h)));
-        assert_eq!(set.len(), 10_000);
-        assert!(!set.contains(key_hash("other")));
-        assert!(KeySet::new().is_empty() && !set.is_empty());
     }
 }

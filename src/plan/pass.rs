@@ -6,13 +6,14 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{suppression_set, InvalidRow, KeySet, Pipeline, PlanError, Planned, PriorLookup};
+use super::{suppression_set, InvalidRow, Pipeline, PlanError, Planned, PriorLookup};
 use crate::api::wire::BotEndpoint;
 use crate::campaign::Campaign;
 use crate::diagnostic::{Diagnostic, Location};
 use crate::human::io_reason;
 use crate::render::{Renderer, RunInfo};
 use crate::report::{PlanReport, RequestLine};
+use crate::state::KeySet;
 
 /// How many invalid rows a plan keeps for its report (the rest are only counted).
 const KEPT_INVALID_ROWS: usize = 1000;

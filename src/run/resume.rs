@@ -7,7 +7,9 @@ use super::RunError;
 use crate::campaign::{Campaign, Content};
 use crate::plan::PriorLookup;
 use crate::render::RunInfo;
-use crate::state::{Begin, Fingerprint, OutcomeClass, PriorDeliveries, RunStart, StateStore};
+use crate::state::{
+    key_hash, Begin, Fingerprint, KeySet, OutcomeClass, RunStart, StateError, StateStore,
+};
 
 /// How a resumed run treats what it already recorded (SPEC section 7).
 #[derive(Debug, Clone, Copy, Default)]
@@ -72,28 +74,53 @@ pub(crate) fn run_start(campaign: &Campaign, run_info: &RunInfo) -> RunStart {
     }
 }
 
-/// Resume decisions from what this run already recorded.
+impl ResumePolicy {
+    /// The classes of recipients a resume does not send to again.
+    pub fn skipped_classes(self) -> Vec<OutcomeClass> {
+        OutcomeClass::ALL
+            .into_iter()
+            .filter(|class| match class {
+                OutcomeClass::Sent => true,
+                OutcomeClass::Rejected => !self.retry_failed,
+                OutcomeClass::Unknown | OutcomeClass::Attempted => !self.resend_unknown,
+                // Definitely not delivered: taken up again.
+                OutcomeClass::Retryable | OutcomeClass::Skipped => false,
+            })
+            .collect()
+    }
+}
+
+/// Resume decisions from what this run already recorded: the recipients it does
+/// not send to again, as key hashes (16 bytes each, whatever the store holds).
 pub struct ResumeFilter {
-    prior: PriorDeliveries,
-    policy: ResumePolicy,
+    handled: KeySet,
 }
 
 impl ResumeFilter {
-    pub fn new(prior: PriorDeliveries, policy: ResumePolicy) -> ResumeFilter {
-        ResumeFilter { prior, policy }
+    /// The filter of run `run_id` under `policy`, read from `store`.
+    pub fn load(
+        store: &dyn StateStore,
+        run_id: &str,
+        policy: ResumePolicy,
+    ) -> Result<ResumeFilter, StateError> {
+        Ok(ResumeFilter {
+            handled: store.handled(run_id, &policy.skipped_classes())?,
+        })
+    }
+
+    /// Recipients skipped.
+    pub fn len(&self) -> usize {
+        self.handled.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handled.is_empty()
     }
 }
 
 impl PriorLookup for ResumeFilter {
     fn already_handled(&self, key: &str) -> bool {
-        match self.prior.get(key) {
-            None => false,
-            Some(OutcomeClass::Sent) => true,
-            Some(OutcomeClass::Rejected) => !self.policy.retry_failed,
-            Some(OutcomeClass::Unknown | OutcomeClass::Attempted) => !self.policy.resend_unknown,
-            // Definitely not delivered: taken up again.
-            Some(OutcomeClass::Retryable | OutcomeClass::Skipped) => false,
-        }
+        self.handled.contains(key_hash(key))
     }
 }
 
@@ -132,9 +159,9 @@ pub(crate) fn resume(
         }
     }
     let settled_in_flight = store.settle_in_flight(&run_info.id).map_err(&at)?;
-    let prior = store.prior(&run_info.id).map_err(&at)?;
+    let filter = ResumeFilter::load(store, &run_info.id, policy).map_err(&at)?;
     Ok(Resumed {
-        filter: Arc::new(ResumeFilter::new(prior, policy)),
+        filter: Arc::new(filter),
         settled_in_flight,
     })
 }

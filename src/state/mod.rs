@@ -31,8 +31,8 @@ pub use location::{create, open, open_read_only, Created, StateLocation};
 pub use lock::{acquire, held_by, HeldLock, Holder, LockError, LockGuard, LockName};
 pub use model::{
     key_hash, Attempt, Begin, Counts, DeliveryRow, Fingerprint, FingerprintChange, JournalBatch,
-    KeyHashBuild, KeyHashHasher, OutcomeClass, OutcomeRecord, ParseNameError, PriorDeliveries,
-    RunStart, RunStatus, RunSummary,
+    KeyHashBuild, KeyHashHasher, KeySet, OutcomeClass, OutcomeRecord, ParseNameError,
+    PriorDeliveries, RunStart, RunStatus, RunSummary,
 };
 pub use sqlite::{Durability, SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
 
@@ -79,6 +79,12 @@ pub trait StateStore: Send {
     /// Every recipient this run has a record for, with its class (empty for an unknown
     /// run). Keys are [`key_hash`]es.
     fn prior(&self, run_id: &str) -> Result<PriorDeliveries, StateError>;
+
+    /// The [`key_hash`]es of this run's recipients whose class is one of `classes` (what
+    /// a resume skips), in the compact form the plan keeps keys in. Streams the
+    /// records: never holds them all (a resume of millions needs only 16 bytes a
+    /// recipient). Empty for an unknown run.
+    fn handled(&self, run_id: &str, classes: &[OutcomeClass]) -> Result<KeySet, StateError>;
 
     /// Records a batch of attempts and outcomes, of any runs, in one transaction: when
     /// it holds attempts, synced to disk before returning (send only after this returns

@@ -1,6 +1,6 @@
 //! The values the state store takes and returns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::str::FromStr;
@@ -425,6 +425,56 @@ impl Hasher for KeyHashHasher {
     }
 }
 
+/// Shards of a [`KeySet`], picked by the hash's top byte (bits the tables
+/// themselves do not use).
+const SHARDS: usize = 256;
+
+/// A set of [`key_hash`]es: the compact form in which the plan keeps keys it has
+/// seen (dedupe, suppression) and a resume keeps the recipients already handled.
+///
+/// Split in shards so that growing never holds the old and the new table of
+/// the whole set at once (a single table peaks at 1.5 times its size while it
+/// doubles): a million keys peak near 18 MB instead of 27 MB.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    shards: Vec<HashSet<u128, KeyHashBuild>>,
+}
+
+impl Default for KeySet {
+    fn default() -> Self {
+        KeySet {
+            shards: vec![HashSet::default(); SHARDS],
+        }
+    }
+}
+
+impl KeySet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn shard(hash: u128) -> usize {
+        (hash >> 120) as usize
+    }
+
+    /// Adds a hash; false if it was there already.
+    pub fn insert(&mut self, hash: u128) -> bool {
+        self.shards[Self::shard(hash)].insert(hash)
+    }
+
+    pub fn contains(&self, hash: u128) -> bool {
+        self.shards[Self::shard(hash)].contains(&hash)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(HashSet::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(HashSet::is_empty)
+    }
+}
+
 /// Every recipient a run has a record for, by [`key_hash`], with its class: what the
 /// delivery loop consults to decide whether to skip, retry or resend.
 #[derive(Debug, Clone, Default)]
@@ -481,6 +531,17 @@ impl PriorDeliveries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_sets_hold_each_hash_once() {
+        let mut set = KeySet::new();
+        let hashes: Vec<u128> = (0..10_000).map(|i| key_hash(&format!("k{i}"))).collect();
+        assert!(hashes.iter().all(|h| set.insert(*h)));
+        assert!(hashes.iter().all(|h| !set.insert(*h) && set.contains(*h)));
+        assert_eq!(set.len(), 10_000);
+        assert!(!set.contains(key_hash("other")));
+        assert!(KeySet::new().is_empty() && !set.is_empty());
+    }
 
     fn parts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

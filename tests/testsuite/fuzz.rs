@@ -53,9 +53,10 @@ use smax_campaign::audience::{
 };
 use smax_campaign::campaign::{self, yaml, Project};
 use smax_campaign::diagnostic::{self, Diagnostic, DiagnosticFormat, Location, SourceText};
-use smax_campaign::plan::{self, KeySet, Pipeline, Planned};
+use smax_campaign::plan::{self, Pipeline, Planned};
 use smax_campaign::render::Renderer;
 use smax_campaign::schedule::{self, ScheduleInput, Window};
+use smax_campaign::state::KeySet;
 use smax_campaign::templates::{TemplateSet, KEY, WHERE};
 
 // ---- the harness ------------------------------------------------------------
