@@ -33,7 +33,7 @@ mod occurrence;
 mod pass;
 
 pub use occurrence::{due_at, run_info};
-pub use pass::{plan_errors, plan_pass, PlanPass};
+pub use pass::{plan_errors, plan_pass, plan_pass_with, PassInputs, PlanPass};
 
 /// The counts of a plan, named as SPEC section 3 names them.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -79,13 +79,16 @@ pub enum Planned {
     Filtered,
     Suppressed,
     Duplicate,
-    AlreadySent(RenderedRequest),
+    /// Handled by an earlier attempt of this run (not rendered again, unless the
+    /// campaign's one-time notification tokens must all be seen).
+    AlreadySent,
     Invalid(Origin, Invalid),
 }
 
-/// Decides, from state, whether a key was already handled by this run.
+/// Decides, from state, whether a recipient was already handled by this run.
 pub trait PriorLookup: Send + Sync {
-    fn already_handled(&self, key: &str) -> bool;
+    /// `hash` is the recipient key's [`key_hash`].
+    fn already_handled(&self, hash: u128) -> bool;
 }
 
 /// Builds the suppression set from the campaign's `exclude` sources. Any row
@@ -138,6 +141,8 @@ enum Staged {
     Unkeyed(Origin, Invalid),
     Suppressed,
     Duplicate,
+    /// Already handled by this run, judged before dedupe (the sending pass only).
+    Handled,
     /// A key's first occurrence: its request is rendered next.
     Keyed(Origin, Keyed),
 }
@@ -146,6 +151,7 @@ enum Staged {
 struct Keyed {
     ctx: Context,
     key: String,
+    hash: u128,
 }
 
 /// Staging's state: what it takes to classify rows up to dedupe.
@@ -153,6 +159,10 @@ struct Stage {
     renderer: Arc<Renderer>,
     suppressed: Arc<KeySet>,
     seen: KeySet,
+    /// The sending pass: recipients already handled are passed over before dedupe,
+    /// so that its `seen` holds only the keys still to send (a resume of millions
+    /// then keeps two sets of the handled ones at no point).
+    handled_first: Option<Arc<dyn PriorLookup>>,
     /// Set while the staging thread runs ahead of the pipeline's: it then
     /// also renders the requests' engine templates (see `Stager::new`).
     ahead: Arc<AtomicBool>,
@@ -179,13 +189,18 @@ impl Stage {
         if self.suppressed.contains(hash) {
             return Staged::Suppressed;
         }
+        if let Some(prior) = &self.handled_first {
+            if prior.already_handled(hash) {
+                return Staged::Handled;
+            }
+        }
         if !self.seen.insert(hash) {
             return Staged::Duplicate;
         }
         if self.ahead.load(Ordering::Relaxed) {
             self.renderer.prerender(&mut ctx);
         }
-        Staged::Keyed(row.origin, Keyed { ctx, key })
+        Staged::Keyed(row.origin, Keyed { ctx, key, hash })
     }
 }
 
@@ -364,7 +379,21 @@ impl Pipeline {
         suppressed: Arc<KeySet>,
         prior: Option<Arc<dyn PriorLookup>>,
     ) -> Self {
-        Self::build(campaign, renderer, suppressed, prior, None)
+        Self::build(campaign, renderer, suppressed, prior, None, false)
+    }
+
+    /// The pipeline that feeds the senders: the same decisions for every row to send
+    /// as [`Pipeline::new`]'s, but recipients already handled are passed over before
+    /// dedupe and never rendered, so a resume reaches its first new recipient
+    /// quickly and without a second set of every handled key. Its counts other than
+    /// `read` and `to_send` are not the plan's.
+    pub fn for_sending(
+        campaign: &Campaign,
+        renderer: Arc<Renderer>,
+        suppressed: Arc<KeySet>,
+        prior: Option<Arc<dyn PriorLookup>>,
+    ) -> Self {
+        Self::build(campaign, renderer, suppressed, prior, None, true)
     }
 
     /// `inline`: stage on this thread, rendering ahead or not (for tests: the
@@ -375,11 +404,16 @@ impl Pipeline {
         suppressed: Arc<KeySet>,
         prior: Option<Arc<dyn PriorLookup>>,
         inline: Option<bool>,
+        sending: bool,
     ) -> Self {
+        // One-time notification tokens are checked for reuse across every row
+        // rendered: a campaign with them renders handled rows too.
+        let handled_first = prior.clone().filter(|_| sending && !renderer.has_otn());
         let stage = Stage {
             renderer: renderer.clone(),
             suppressed,
             seen: KeySet::new(),
+            handled_first,
             ahead: Arc::new(AtomicBool::new(inline.unwrap_or(false))),
         };
         let reader = AudienceReader::new(&campaign.audience.sources);
@@ -437,11 +471,25 @@ impl Pipeline {
                 self.counts.duplicates += 1;
                 return Some(Planned::Duplicate);
             }
+            Staged::Handled => {
+                self.counts.read += 1;
+                self.counts.already_sent += 1;
+                return Some(Planned::AlreadySent);
+            }
             Staged::Keyed(origin, row) => {
                 self.counts.read += 1;
                 (origin, row)
             }
         };
+        let handled = self
+            .prior
+            .as_ref()
+            .is_some_and(|prior| prior.already_handled(row.hash));
+        if handled && !self.renderer.has_otn() {
+            self.stager.bury(row);
+            self.counts.already_sent += 1;
+            return Some(Planned::AlreadySent);
+        }
         // A copy made here, so that the staged key can go back to be freed
         // where it was allocated (see `Stager::new`).
         let key = row.key.as_str().to_owned();
@@ -460,11 +508,9 @@ impl Pipeline {
             }
             self.otn_seen.insert(token_hash, origin);
         }
-        if let Some(prior) = &self.prior {
-            if prior.already_handled(&request.key) {
-                self.counts.already_sent += 1;
-                return Some(Planned::AlreadySent(request));
-            }
+        if handled {
+            self.counts.already_sent += 1;
+            return Some(Planned::AlreadySent);
         }
         self.counts.to_send += 1;
         Some(Planned::Send(request))
@@ -655,13 +701,69 @@ message:
         };
         let renderer = Arc::new(Renderer::new(campaign, &run).expect("compiles"));
         let suppressed = Arc::new(suppression_set(campaign, &renderer).expect("suppression"));
-        let mut pipeline = Pipeline::build(campaign, renderer, suppressed, None, inline);
+        let mut pipeline = Pipeline::build(campaign, renderer, suppressed, None, inline, false);
         let rows = pipeline.by_ref().map(|p| format!("{p:?}")).collect();
         (
             rows,
             pipeline.counts,
             format!("{:?}", pipeline.invalid_by_code),
         )
+    }
+
+    /// The test campaign over [`audience`], no one suppressed, and its renderer.
+    fn campaign_without_suppression() -> (tempfile::TempDir, Campaign, Arc<Renderer>) {
+        let (dir, campaign) =
+            testing::campaign(CAMPAIGN, &[("a.jsonl", &audience()), ("s.jsonl", "")]);
+        let run = RunInfo {
+            id: "t".into(),
+            occurrence: None,
+            now: "2026-11-24T00:00:00Z".into(),
+        };
+        let renderer = Arc::new(Renderer::new(&campaign, &run).expect("compiles"));
+        (dir, campaign, renderer)
+    }
+
+    /// Every third key of the audience, as handled by an earlier attempt.
+    struct EveryThird;
+
+    impl PriorLookup for EveryThird {
+        fn already_handled(&self, hash: u128) -> bool {
+            hash % 3 == 0
+        }
+    }
+
+    #[test]
+    fn the_sending_pass_sends_exactly_what_the_plan_counts_to_send() {
+        let (_dir, campaign, renderer) = campaign_without_suppression();
+        let sends = |mut pipeline: Pipeline| {
+            let sent: Vec<String> = pipeline
+                .by_ref()
+                .filter_map(|p| match p {
+                    Planned::Send(r) => Some(format!("{}@{}: {:?}", r.key, r.origin, r.wire)),
+                    _ => None,
+                })
+                .collect();
+            (sent, pipeline.counts)
+        };
+        let prior = || Some(Arc::new(EveryThird) as Arc<dyn PriorLookup>);
+        let suppressed = Arc::new(KeySet::new());
+        let (planned, plan_counts) = sends(Pipeline::new(
+            &campaign,
+            renderer.clone(),
+            suppressed.clone(),
+            prior(),
+        ));
+        let (sending, send_counts) = sends(Pipeline::for_sending(
+            &campaign,
+            renderer,
+            suppressed,
+            prior(),
+        ));
+        // Duplicates of handled keys exist in this audience; both passes skip them.
+        assert!(plan_counts.already_sent > 0 && plan_counts.duplicates > 0);
+        assert_eq!(sending, planned);
+        assert_eq!(send_counts.read, plan_counts.read);
+        assert_eq!(send_counts.to_send, plan_counts.to_send);
     }
 
     #[test]
@@ -688,14 +790,7 @@ message:
 
     #[test]
     fn dropping_a_pipeline_part_way_stops_its_thread() {
-        let (_dir, campaign) =
-            testing::campaign(CAMPAIGN, &[("a.jsonl", &audience()), ("s.jsonl", "")]);
-        let run = RunInfo {
-            id: "t".into(),
-            occurrence: None,
-            now: "2026-11-24T00:00:00Z".into(),
-        };
-        let renderer = Arc::new(Renderer::new(&campaign, &run).expect("compiles"));
+        let (_dir, campaign, renderer) = campaign_without_suppression();
         let mut pipeline = Pipeline::new(&campaign, renderer, Arc::new(KeySet::new()), None);
         assert!(pipeline.next().is_some());
         // Returns only once the staging thread has stopped.

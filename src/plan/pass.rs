@@ -52,6 +52,64 @@ pub fn plan_pass(
     prior: Option<Arc<dyn PriorLookup>>,
     requests: Option<&Path>,
 ) -> Result<PlanPass, Vec<Diagnostic>> {
+    let inputs = PassInputs::new(campaign, run_info)?;
+    plan_pass_with(campaign, api_url, inputs, sample_size, prior, requests)
+}
+
+/// What every pass over a run's audience shares: its compiled templates and the
+/// suppression list, read whole.
+#[derive(Clone)]
+pub struct PassInputs {
+    pub run_id: String,
+    pub renderer: Arc<Renderer>,
+    pub suppressed: Arc<KeySet>,
+}
+
+impl PassInputs {
+    /// Compiles the templates for the run and reads the suppression lists. An error
+    /// means nothing can be planned (a template that does not compile, a list that
+    /// cannot be read whole).
+    pub fn new(campaign: &Campaign, run_info: &RunInfo) -> Result<PassInputs, Vec<Diagnostic>> {
+        let renderer = match Renderer::new(campaign, run_info) {
+            Ok(r) => Arc::new(r),
+            Err(errors) => {
+                return Err(errors
+                    .iter()
+                    .map(|e| {
+                        Diagnostic::error("template-syntax", format!("{}: {}", e.name, e.message))
+                    })
+                    .collect())
+            }
+        };
+        let suppressed = match suppression_set(campaign, &renderer) {
+            Ok(s) => Arc::new(s),
+            Err(errors) => {
+                let mut diagnostics = plan_errors(&errors);
+                if let Some(last) = diagnostics.pop() {
+                    diagnostics.push(last.help(
+                        "the suppression list must be read whole before anyone can be messaged; fix the rows above",
+                    ));
+                }
+                return Err(diagnostics);
+            }
+        };
+        Ok(PassInputs {
+            run_id: run_info.id.clone(),
+            renderer,
+            suppressed,
+        })
+    }
+}
+
+/// [`plan_pass`] with its templates and suppression list already made.
+pub fn plan_pass_with(
+    campaign: &Campaign,
+    api_url: &str,
+    inputs: PassInputs,
+    sample_size: usize,
+    prior: Option<Arc<dyn PriorLookup>>,
+    requests: Option<&Path>,
+) -> Result<PlanPass, Vec<Diagnostic>> {
     let unwritable = |path: &Path, e: std::io::Error| {
         vec![Diagnostic::error(
             "unwritable-file",
@@ -59,13 +117,13 @@ pub fn plan_pass(
         )]
     };
     let Some(path) = requests else {
-        return plan_pass_into(campaign, api_url, run_info, sample_size, prior, None);
+        return plan_pass_into(campaign, api_url, inputs, sample_size, prior, None);
     };
     let mut file = crate::redact::create_file(path).map_err(|e| unwritable(path, e))?;
     let pass = plan_pass_into(
         campaign,
         api_url,
-        run_info,
+        inputs,
         sample_size,
         prior,
         Some(&mut file),
@@ -77,32 +135,16 @@ pub fn plan_pass(
 fn plan_pass_into(
     campaign: &Campaign,
     api_url: &str,
-    run_info: &RunInfo,
+    inputs: PassInputs,
     sample_size: usize,
     prior: Option<Arc<dyn PriorLookup>>,
     mut requests: Option<&mut dyn Write>,
 ) -> Result<PlanPass, Vec<Diagnostic>> {
-    let renderer = match Renderer::new(campaign, run_info) {
-        Ok(r) => Arc::new(r),
-        Err(errors) => {
-            return Err(errors
-                .iter()
-                .map(|e| Diagnostic::error("template-syntax", format!("{}: {}", e.name, e.message)))
-                .collect())
-        }
-    };
-    let suppressed = match suppression_set(campaign, &renderer) {
-        Ok(s) => Arc::new(s),
-        Err(errors) => {
-            let mut diagnostics = plan_errors(&errors);
-            if let Some(last) = diagnostics.pop() {
-                diagnostics.push(last.help(
-                    "the suppression list must be read whole before anyone can be messaged; fix the rows above",
-                ));
-            }
-            return Err(diagnostics);
-        }
-    };
+    let PassInputs {
+        run_id,
+        renderer,
+        suppressed,
+    } = inputs;
     let bot = BotEndpoint {
         id: campaign.bot.id.clone(),
         tag_style: campaign.bot.tag_style,
@@ -161,7 +203,7 @@ fn plan_pass_into(
         campaign: campaign.name.clone(),
         description: campaign.description.clone(),
         file: campaign.path.display().to_string(),
-        run_id: run_info.id.clone(),
+        run_id,
         bot: crate::report::plan_bot_info(campaign),
         api_url: api_url.to_owned(),
         counts,

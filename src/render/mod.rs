@@ -484,6 +484,12 @@ impl Renderer {
     }
 
     /// The rendered one-time notification token, when the campaign has one.
+    /// Whether requests carry a one-time notification token (single use: every
+    /// rendered request's token is checked against the others').
+    pub fn has_otn(&self) -> bool {
+        self.has_otn
+    }
+
     pub fn otn_token(wire: &WireRequest) -> Option<&str> {
         match wire {
             WireRequest::V2(v2) => v2.body.get("one_time_notif_token").and_then(|v| v.as_str()),

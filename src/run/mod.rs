@@ -40,7 +40,9 @@ use crate::delivery::{
 };
 use crate::diagnostic::Diagnostic;
 use crate::human::thousands;
-use crate::plan::{due_at, plan_errors, plan_pass, run_info, Pipeline, PlanPass, Planned};
+use crate::plan::{
+    due_at, plan_errors, plan_pass_with, run_info, PassInputs, Pipeline, PlanPass, Planned,
+};
 use crate::render::RunInfo;
 use crate::report::{PlanReport, RunReport};
 use crate::schedule::Due;
@@ -334,7 +336,7 @@ struct Ready {
     store: Option<Box<dyn StateStore>>,
     run_info: RunInfo,
     pass: PlanPass,
-    filter: Option<Arc<dyn crate::plan::PriorLookup>>,
+    feeder: Feeder,
     /// Held for the life of the run.
     _locks: Option<(HeldLock, Arc<HeldLock>)>,
 }
@@ -437,7 +439,17 @@ impl OneRun {
                 Some(resumed.filter)
             }
         };
-        let pass = self.plan(&run_info, filter.clone())?;
+        let inputs = PassInputs::new(campaign, &run_info).map_err(RunError::Invalid)?;
+        // The sending pass starts now, beside the plan: it waits at its channel for
+        // the plan's verdict, and a resume's handled recipients are behind it by
+        // the time the plan is made. Nothing is sent before the plan allows it.
+        let feeder = Feeder::start(
+            campaign.clone(),
+            inputs.clone(),
+            filter.clone(),
+            campaign.delivery.concurrency as usize * 4,
+        );
+        let pass = self.plan(inputs, filter)?;
         let counts = pass.report.counts;
         let _ = self
             .events
@@ -471,11 +483,12 @@ impl OneRun {
                 already_sent: counts.already_sent,
             }));
         }
+        feeder.planned(counts.read);
         Ok(Stage::Ready(Box::new(Ready {
             store,
             run_info,
             pass,
-            filter,
+            feeder,
             _locks: locks,
         })))
     }
@@ -483,14 +496,14 @@ impl OneRun {
     /// The plan pass, writing `--requests` if asked.
     fn plan(
         &self,
-        run_info: &RunInfo,
+        inputs: PassInputs,
         filter: Option<Arc<dyn crate::plan::PriorLookup>>,
     ) -> Result<PlanPass, RunError> {
         let prepared = &self.run.prepared;
-        let mut pass = plan_pass(
+        let mut pass = plan_pass_with(
             &prepared.campaign,
             &prepared.api_url,
-            run_info,
+            inputs,
             0,
             filter,
             self.options.requests.as_deref(),
@@ -575,7 +588,7 @@ impl OneRun {
             mut store,
             run_info,
             pass,
-            filter,
+            mut feeder,
             _locks,
         } = ready;
         let prepared = &self.run.prepared;
@@ -621,9 +634,12 @@ impl OneRun {
             drain: campaign.delivery.timeout + Duration::from_secs(5),
         };
 
-        // Second pass: the same pipeline feeds the senders.
-        let (tx, rx) = mpsc::channel(concurrency * 4);
-        let producer = produce(campaign.clone(), &pass, filter, tx);
+        let Some(rx) = feeder.requests.take() else {
+            return Err(RunError::failed(Diagnostic::error(
+                "crashed",
+                "the audience reader was not started (a bug; please report it)",
+            )));
+        };
         let total = pass.report.counts.to_send;
         let progress = tokio::spawn(report_progress(
             self.events.clone(),
@@ -642,13 +658,7 @@ impl OneRun {
         let _ = progress.await;
         forward.abort();
 
-        let audience_failure = match producer.join() {
-            Ok(result) => result.err(),
-            Err(_) => Some(vec![Diagnostic::error(
-                "audience-failed",
-                "the audience reader crashed",
-            )]),
-        };
+        let audience_failure = feeder.finish().err();
         let audience_failed = audience_failure.is_some();
         if let Some(diagnostics) = audience_failure {
             let diagnostics = diagnostics
@@ -728,44 +738,103 @@ enum Stage {
     Done(Ended),
 }
 
-/// Feeds the senders from a second pass of the same pipeline, on its own thread.
-/// The plan read the sources whole; a failure now, or a different number of rows (a
-/// file cut short or replaced mid-run), means part of the audience was never offered:
-/// that must not pass for a completed run.
-fn produce(
+/// The sending pass: the same pipeline as the plan's, on its own thread, handing
+/// requests to the senders through a bounded channel. It is started beside the plan
+/// pass and ends, when not asked for, as soon as it is dropped.
+struct Feeder {
+    requests: Option<mpsc::Receiver<crate::render::RenderedRequest>>,
+    /// The number of rows the plan read, once it is made.
+    planned_rows: Option<std::sync::mpsc::Sender<u64>>,
+    thread: Option<std::thread::JoinHandle<Result<(), Vec<Diagnostic>>>>,
+}
+
+impl Feeder {
+    fn start(
+        campaign: Campaign,
+        inputs: PassInputs,
+        filter: Option<Arc<dyn crate::plan::PriorLookup>>,
+        capacity: usize,
+    ) -> Feeder {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (rows_tx, rows_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sending-pass".into())
+            .spawn(move || feed(campaign, inputs, filter, tx, rows_rx))
+            .ok();
+        Feeder {
+            requests: thread.is_some().then_some(rx),
+            planned_rows: Some(rows_tx),
+            thread,
+        }
+    }
+
+    /// The plan is made and read `rows` rows: the sending pass must read as many.
+    fn planned(&self, rows: u64) {
+        if let Some(tx) = &self.planned_rows {
+            let _ = tx.send(rows);
+        }
+    }
+
+    /// Waits for the sending pass to end (the senders are done with it).
+    fn finish(&mut self) -> Result<(), Vec<Diagnostic>> {
+        self.requests = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(diagnostics))) => Err(diagnostics),
+            Some(Err(_)) => Err(vec![Diagnostic::error(
+                "audience-failed",
+                "the audience reader crashed",
+            )]),
+        }
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        // Hanging up stops the thread at its next request; then it is waited for.
+        self.planned_rows = None;
+        let _ = self.finish();
+    }
+}
+
+/// The sending pass's thread. The plan read the sources whole; a failure now, or a
+/// different number of rows (a file cut short or replaced mid-run), means part of the
+/// audience was never offered: that must not pass for a completed run.
+fn feed(
     campaign: Campaign,
-    pass: &PlanPass,
+    inputs: PassInputs,
     filter: Option<Arc<dyn crate::plan::PriorLookup>>,
     tx: mpsc::Sender<crate::render::RenderedRequest>,
-) -> std::thread::JoinHandle<Result<(), Vec<Diagnostic>>> {
-    let renderer = pass.renderer.clone();
-    let suppressed = pass.suppressed.clone();
-    let planned_rows = pass.report.counts.read;
-    std::thread::spawn(move || {
-        let mut pipeline = Pipeline::new(&campaign, renderer, suppressed, filter);
-        for planned in pipeline.by_ref() {
-            if let Planned::Send(request) = planned {
-                if tx.blocking_send(request).is_err() {
-                    // Delivery stopped taking recipients; the rest stays pending.
-                    return Ok(());
-                }
+    planned_rows: std::sync::mpsc::Receiver<u64>,
+) -> Result<(), Vec<Diagnostic>> {
+    let mut pipeline = Pipeline::for_sending(&campaign, inputs.renderer, inputs.suppressed, filter);
+    for planned in pipeline.by_ref() {
+        if let Planned::Send(request) = planned {
+            if tx.blocking_send(request).is_err() {
+                // Delivery stopped taking recipients (or never started): the rest
+                // stays pending.
+                return Ok(());
             }
         }
-        if !pipeline.source_failures.is_empty() {
-            return Err(plan_errors(&pipeline.source_failures));
-        }
-        if pipeline.counts.read != planned_rows {
-            return Err(vec![Diagnostic::error(
-                "audience-changed",
-                format!(
-                    "the audience changed while it was being sent: the plan read {} rows, sending read {}",
-                    thousands(planned_rows),
-                    thousands(pipeline.counts.read)
-                ),
-            )]);
-        }
-        Ok(())
-    })
+    }
+    if !pipeline.source_failures.is_empty() {
+        return Err(plan_errors(&pipeline.source_failures));
+    }
+    let Ok(planned_rows) = planned_rows.recv() else {
+        // No plan was made: nothing was sent.
+        return Ok(());
+    };
+    if pipeline.counts.read != planned_rows {
+        return Err(vec![Diagnostic::error(
+            "audience-changed",
+            format!(
+                "the audience changed while it was being sent: the plan read {} rows, sending read {}",
+                thousands(planned_rows),
+                thousands(pipeline.counts.read)
+            ),
+        )]);
+    }
+    Ok(())
 }
 
 async fn report_progress(

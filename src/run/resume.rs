@@ -8,7 +8,7 @@ use crate::campaign::{Campaign, Content};
 use crate::plan::PriorLookup;
 use crate::render::RunInfo;
 use crate::state::{
-    key_hash, Begin, Fingerprint, KeySet, OutcomeClass, RunStart, StateError, StateStore,
+    Begin, Fingerprint, OutcomeClass, RunStart, SortedKeys, StateError, StateStore,
 };
 
 /// How a resumed run treats what it already recorded (SPEC section 7).
@@ -91,9 +91,9 @@ impl ResumePolicy {
 }
 
 /// Resume decisions from what this run already recorded: the recipients it does
-/// not send to again, as key hashes (16 bytes each, whatever the store holds).
+/// not send to again, as sorted key hashes (16 bytes each, whatever the store holds).
 pub struct ResumeFilter {
-    handled: KeySet,
+    handled: SortedKeys,
 }
 
 impl ResumeFilter {
@@ -119,8 +119,8 @@ impl ResumeFilter {
 }
 
 impl PriorLookup for ResumeFilter {
-    fn already_handled(&self, key: &str) -> bool {
-        self.handled.contains(key_hash(key))
+    fn already_handled(&self, hash: u128) -> bool {
+        self.handled.contains(hash)
     }
 }
 

@@ -32,7 +32,7 @@ pub use lock::{acquire, held_by, HeldLock, Holder, LockError, LockGuard, LockNam
 pub use model::{
     key_hash, Attempt, Begin, Counts, DeliveryRow, Fingerprint, FingerprintChange, JournalBatch,
     KeyHashBuild, KeyHashHasher, KeySet, OutcomeClass, OutcomeRecord, ParseNameError,
-    PriorDeliveries, RunStart, RunStatus, RunSummary,
+    PriorDeliveries, RunStart, RunStatus, RunSummary, SortedKeys,
 };
 pub use sqlite::{Durability, SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
 
@@ -81,10 +81,9 @@ pub trait StateStore: Send {
     fn prior(&self, run_id: &str) -> Result<PriorDeliveries, StateError>;
 
     /// The [`key_hash`]es of this run's recipients whose class is one of `classes` (what
-    /// a resume skips), in the compact form the plan keeps keys in. Streams the
-    /// records: never holds them all (a resume of millions needs only 16 bytes a
-    /// recipient). Empty for an unknown run.
-    fn handled(&self, run_id: &str, classes: &[OutcomeClass]) -> Result<KeySet, StateError>;
+    /// a resume skips). Streams the records: never holds them, only 16 bytes a
+    /// recipient. Empty for an unknown run.
+    fn handled(&self, run_id: &str, classes: &[OutcomeClass]) -> Result<SortedKeys, StateError>;
 
     /// Records a batch of attempts and outcomes, of any runs, in one transaction: when
     /// it holds attempts, synced to disk before returning (send only after this returns

@@ -475,6 +475,77 @@ impl KeySet {
     }
 }
 
+/// A fixed set of [`key_hash`]es, sorted: 16 bytes a key and little more (a hash
+/// set's tables grow by doubling and carry a control byte a slot, which costs more
+/// than twice that at unlucky sizes). What a resume keeps of the recipients an
+/// earlier attempt handled: read once, then only looked up.
+///
+/// A lookup goes straight to the run of hashes that share its top bits (about eight
+/// of them, through a table of where each run starts) and searches only that: two
+/// cache misses where a binary search over millions takes twenty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SortedKeys {
+    hashes: Box<[u128]>,
+    /// How many top bits pick a run (0: one run, the whole set).
+    bits: u32,
+    /// Where each run starts in `hashes`, and one past the last.
+    starts: Box<[u32]>,
+}
+
+impl SortedKeys {
+    /// The set of `hashes` (in any order, repeats allowed).
+    pub fn new(mut hashes: Vec<u128>) -> SortedKeys {
+        hashes.sort_unstable();
+        hashes.dedup();
+        let n = hashes.len();
+        // About eight hashes a run; 2^24 runs at most (64 MiB of starts).
+        let bits = match n / 8 {
+            0 | 1 => 0,
+            runs => runs.ilog2().min(24),
+        };
+        let mut starts = Vec::with_capacity((1usize << bits) + 1);
+        let mut next = 0usize;
+        for run in 0..(1u128 << bits) {
+            starts.push(u32::try_from(next).unwrap_or(u32::MAX));
+            while next < n && Self::run_of(hashes[next], bits) == run {
+                next += 1;
+            }
+        }
+        starts.push(u32::try_from(n).unwrap_or(u32::MAX));
+        SortedKeys {
+            hashes: hashes.into_boxed_slice(),
+            bits,
+            starts: starts.into_boxed_slice(),
+        }
+    }
+
+    fn run_of(hash: u128, bits: u32) -> u128 {
+        if bits == 0 {
+            0
+        } else {
+            hash >> (128 - bits)
+        }
+    }
+
+    pub fn contains(&self, hash: u128) -> bool {
+        let run = Self::run_of(hash, self.bits) as usize;
+        let (Some(&from), Some(&to)) = (self.starts.get(run), self.starts.get(run + 1)) else {
+            return false;
+        };
+        self.hashes
+            .get(from as usize..to as usize)
+            .is_some_and(|run| run.binary_search(&hash).is_ok())
+    }
+
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+}
+
 /// Every recipient a run has a record for, by [`key_hash`], with its class: what the
 /// delivery loop consults to decide whether to skip, retry or resend.
 #[derive(Debug, Clone, Default)]
@@ -531,6 +602,18 @@ impl PriorDeliveries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorted_keys_hold_each_hash_once() {
+        let hashes: Vec<u128> = (0..5_000)
+            .map(|i| key_hash(&format!("k{}", i % 4_000)))
+            .collect();
+        let keys = SortedKeys::new(hashes.clone());
+        assert_eq!(keys.len(), 4_000);
+        assert!(hashes.iter().all(|h| keys.contains(*h)));
+        assert!(!keys.contains(key_hash("other")));
+        assert!(SortedKeys::default().is_empty() && !keys.is_empty());
+    }
 
     #[test]
     fn key_sets_hold_each_hash_once() {

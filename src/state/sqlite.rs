@@ -20,8 +20,8 @@ use rusqlite::{params, params_from_iter, Connection, ErrorCode, OpenFlags, Optio
 use super::error::StateError;
 use super::lock::{self, HeldLock, Holder, LockError, LockName};
 use super::model::{
-    key_hash, Begin, Counts, DeliveryRow, Fingerprint, JournalBatch, KeySet, OutcomeClass,
-    PriorDeliveries, RunStart, RunStatus, RunSummary,
+    key_hash, Begin, Counts, DeliveryRow, Fingerprint, JournalBatch, OutcomeClass, PriorDeliveries,
+    RunStart, RunStatus, RunSummary, SortedKeys,
 };
 use super::StateStore;
 
@@ -901,41 +901,48 @@ impl StateStore for SqliteStore {
         Ok(prior)
     }
 
-    fn handled(&self, run_id: &str, classes: &[OutcomeClass]) -> Result<KeySet, StateError> {
-        let mut handled = KeySet::new();
+    fn handled(&self, run_id: &str, classes: &[OutcomeClass]) -> Result<SortedKeys, StateError> {
         if self.empty || classes.is_empty() {
-            return Ok(handled);
+            return Ok(SortedKeys::default());
         }
         let run = match self.reader().run_pk(run_id) {
             Ok(run) => run,
-            Err(StateError::UnknownRun { .. }) => return Ok(handled),
+            Err(StateError::UnknownRun { .. }) => return Ok(SortedKeys::default()),
             Err(err) => return Err(err),
         };
         let r = self.reader();
         let e = r.err();
-        // Classes are few and fixed: one cached statement per set of them.
         let marks = vec!["?"; classes.len()].join(", ");
-        let sql = format!("SELECT recipient FROM deliveries WHERE run = ?1 AND class IN ({marks})");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(&e)?;
-        let names: Vec<&str> = classes.iter().map(|c| c.as_str()).collect();
-        let mut rows = stmt
-            .query(params_from_iter(
-                std::iter::once(rusqlite::types::Value::Integer(run)).chain(
-                    names
-                        .iter()
-                        .map(|n| rusqlite::types::Value::Text((*n).to_owned())),
-                ),
-            ))
+        let filter = format!("FROM deliveries WHERE run = ?1 AND class IN ({marks})");
+        let values = || {
+            std::iter::once(rusqlite::types::Value::Integer(run)).chain(
+                classes
+                    .iter()
+                    .map(|c| rusqlite::types::Value::Text(c.as_str().to_owned())),
+            )
+        };
+        // Counted first, so that the hashes take exactly their room: a vector that
+        // grows by doubling would hold up to twice that at its peak.
+        let count: i64 = self
+            .conn
+            .prepare_cached(&format!("SELECT count(*) {filter}"))
+            .and_then(|mut stmt| stmt.query_row(params_from_iter(values()), |row| row.get(0)))
             .map_err(&e)?;
+        let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT recipient {filter}"))
+            .map_err(&e)?;
+        let mut rows = stmt.query(params_from_iter(values())).map_err(&e)?;
         while let Some(row) = rows.next().map_err(&e)? {
             let key = row
                 .get_ref(0)
                 .map_err(&e)?
                 .as_str()
                 .map_err(|err| r.corrupt(format!("a recipient key is not text: {err}")))?;
-            handled.insert(key_hash(key));
+            hashes.push(key_hash(key));
         }
-        Ok(handled)
+        Ok(SortedKeys::new(hashes))
     }
 
     fn record_batch(&mut self, batch: &JournalBatch) -> Result<(), StateError> {

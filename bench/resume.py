@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Resume cost (BENCHMARKS.md, "Resume"): a run that resumes a big audience against a
+fresh start of the same audience.
+
+usage: bench/resume.py [--no-build] [--rows N] [--left N]
+
+Fresh: `run` of an audience of N rows (default 1,000,000) with a new state store.
+Resume: the same run, after a store that records N - LEFT of its recipients as sent
+(default LEFT 1,000; written straight into the database, as a long first attempt would
+have left it). Both are stopped with Ctrl-C (SIGINT) 2 s after their first request.
+
+Figures: peak RSS of the `run` process (wait4), and the time from starting it to the
+first request the sandbox receives (the record file is polled every 2 ms). Medians of
+BENCH_RUNS runs (default 3). Results go to stdout as a Markdown table and to
+bench/out/resume.json.
+"""
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "bench", "out", "resume")
+BIN = os.path.join(ROOT, "target", "release", "smax-campaign")
+TOKEN = "bench-token"
+BOT = "bench-bot"
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+
+
+def say(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def arg(name, default):
+    if name in sys.argv:
+        return int(sys.argv[sys.argv.index(name) + 1])
+    return default
+
+
+def audience(rows):
+    path = os.path.join(OUT, f"audience-{rows}.csv")
+    if not os.path.exists(path):
+        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen.py"), OUT, str(rows)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+def campaign(rows):
+    path = os.path.join(OUT, "resume.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"""version: 1
+name: resume
+bot: {{ id: "{BOT}", token_env: BENCH_TOKEN, api: v2 }}
+audience:
+  from:
+    - csv: {os.path.basename(audience(rows))}
+  key: "{{{{ customer_id }}}}"
+recipient:
+  customer_id: "{{{{ customer_id }}}}"
+message:
+  tag: ACCOUNT_UPDATE
+  text: "Chào {{{{ first_name }}}}, bạn có {{{{ points }}}} điểm."
+delivery:
+  rate: 25
+""")
+    return path
+
+
+def one_run(path, state, new_state):
+    """(peak RSS MiB, seconds to the first request) of one `run`, stopped 2 s after it."""
+    record = os.path.join(OUT, "record.jsonl")
+    if os.path.exists(record):
+        os.remove(record)
+    sandbox = subprocess.Popen([BIN, "sandbox", "--listen", "127.0.0.1:0", "--bot", f"{BOT}={TOKEN}",
+                                "--rate", "25", "--record", record],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    url = sandbox.stdout.readline().decode().strip().split(" ")[-1]
+    try:
+        env = dict(os.environ, BENCH_TOKEN=TOKEN, SMAX_API_URL=url)
+        cmd = [BIN, "-q", "run", path, "--state", state]
+        if new_state:
+            cmd.append("--new-state")
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        first, ended = None, None
+        while ended is None:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == proc.pid:
+                ended = (status, usage)
+            elif first is None and os.path.exists(record) and os.path.getsize(record) > 0:
+                first = time.monotonic() - start
+            elif first is not None and time.monotonic() - start > first + 2:
+                proc.send_signal(signal.SIGINT)  # stops as interrupted, exit 0
+                time.sleep(0.002)
+            else:
+                time.sleep(0.002)
+        status, usage = ended
+        if os.waitstatus_to_exitcode(status) not in (0, 1):  # Ctrl-C ends a run with 1
+            raise SystemExit(f"run failed ({status}): {' '.join(cmd)}")
+    finally:
+        sandbox.send_signal(signal.SIGTERM)
+        sandbox.wait()
+    return usage.ru_maxrss / 1024.0, first
+
+
+def fresh_state(name):
+    state = os.path.join(OUT, f"{name}.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(state + suffix):
+            os.remove(state + suffix)
+    return state
+
+
+def settled_store(path, rows, left):
+    """A store whose run `resume` recorded every recipient but the last `left` as sent."""
+    template = os.path.join(OUT, f"settled-{rows}-{left}.db")
+    if not os.path.exists(template):
+        say(f"writing a store with {rows - left:,} sent recipients")
+        state = fresh_state("template")
+        one_run(path, state, True)  # the run record, with this campaign's fingerprint
+        db = sqlite3.connect(state)
+        run = db.execute("SELECT id FROM runs WHERE run_id = 'resume'").fetchone()[0]
+        db.execute("DELETE FROM deliveries WHERE run = ?", (run,))
+        db.executemany(
+            "INSERT INTO deliveries (run, recipient, source, source_row, class, attempts, status,"
+            " platform_text, first_ms, last_ms) VALUES (?, ?, 'audience.csv', ?, 'sent', 1, 200, 'ok', 0, 0)",
+            ((run, f"C{i:08d}", i + 2) for i in range(rows - left)))
+        db.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", (run,))
+        db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        shutil.copyfile(state, template)
+    state = fresh_state("resume")
+    shutil.copyfile(template, state)
+    return state
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "smax.yaml"), "w", encoding="utf-8") as f:
+        f.write("state: state.db\n")
+    rows, left = arg("--rows", 1_000_000), arg("--left", 1000)
+    if "--no-build" not in sys.argv:
+        say("building (release)")
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    path = campaign(rows)
+    fresh, resumed = [], []
+    for i in range(RUNS):
+        say(f"run {i + 1}/{RUNS}: fresh")
+        fresh.append(one_run(path, fresh_state("fresh"), True))
+        say(f"run {i + 1}/{RUNS}: resume")
+        resumed.append(one_run(path, settled_store(path, rows, left), False))
+    med = lambda xs, k: statistics.median(x[k] for x in xs)
+    result = {
+        "rows": rows,
+        "left": left,
+        "fresh_peak_mib": round(med(fresh, 0), 1),
+        "resume_peak_mib": round(med(resumed, 0), 1),
+        "fresh_first_request_s": round(med(fresh, 1), 2),
+        "resume_first_request_s": round(med(resumed, 1), 2),
+    }
+    result["peak_ratio"] = round(result["resume_peak_mib"] / result["fresh_peak_mib"], 2)
+    result["first_request_ratio"] = round(result["resume_first_request_s"] / result["fresh_first_request_s"], 2)
+    with open(os.path.join(ROOT, "bench", "out", "resume.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    print("| what | fresh start | resume | ratio |\n|---|---|---|---|")
+    print(f"| peak RSS, {rows:,} rows ({rows - left:,} already sent) | {result['fresh_peak_mib']} MiB | "
+          f"{result['resume_peak_mib']} MiB | {result['peak_ratio']}× |")
+    print(f"| time to the first request | {result['fresh_first_request_s']} s | "
+          f"{result['resume_first_request_s']} s | {result['first_request_ratio']}× |")
+
+
+if __name__ == "__main__":
+    main()
