@@ -164,6 +164,8 @@ def main():
         "fresh_first_request_s": round(med(fresh, 1), 2),
         "resume_first_request_s": round(med(resumed, 1), 2),
     }
+    result["fresh_samples"] = [[round(m, 1), round(t, 2)] for m, t in fresh]
+    result["resume_samples"] = [[round(m, 1), round(t, 2)] for m, t in resumed]
     result["peak_ratio"] = round(result["resume_peak_mib"] / result["fresh_peak_mib"], 2)
     result["first_request_ratio"] = round(result["resume_first_request_s"] / result["fresh_first_request_s"], 2)
     with open(os.path.join(ROOT, "bench", "out", "resume.json"), "w", encoding="utf-8") as f:
@@ -171,8 +173,9 @@ def main():
     print("| what | fresh start | resume | ratio |\n|---|---|---|---|")
     print(f"| peak RSS, {rows:,} rows ({rows - left:,} already sent) | {result['fresh_peak_mib']} MiB | "
           f"{result['resume_peak_mib']} MiB | {result['peak_ratio']}× |")
-    print(f"| time to the first request | {result['fresh_first_request_s']} s | "
-          f"{result['resume_first_request_s']} s | {result['first_request_ratio']}× |")
+    spread = lambda xs: f"{min(x[1] for x in xs):.2f}–{max(x[1] for x in xs):.2f}"
+    print(f"| time to the first request | {result['fresh_first_request_s']} s ({spread(fresh)}) | "
+          f"{result['resume_first_request_s']} s ({spread(resumed)}) | {result['first_request_ratio']}× |")
 
 
 if __name__ == "__main__":
