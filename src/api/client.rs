@@ -110,17 +110,28 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
+/// Why the HTTP client could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("`{url}` is not a URL")]
+    NotAUrl { url: String },
+    #[error("{LOOPBACK_ONLY_ENV} is set: refusing to connect to `{host}`, which is not a loopback address")]
+    NotLoopback { host: String },
+    #[error("cannot set up the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+}
+
 impl HttpTransport {
     /// `pool_size`: the most requests in flight at once (`delivery.concurrency`).
-    pub fn new(base_url: &str, timeout: Duration, pool_size: usize) -> Result<Self, String> {
+    pub fn new(base_url: &str, timeout: Duration, pool_size: usize) -> Result<Self, ClientError> {
         if loopback_only() {
-            let url =
-                reqwest::Url::parse(base_url).map_err(|_| format!("`{base_url}` is not a URL"))?;
+            let url = reqwest::Url::parse(base_url).map_err(|_| ClientError::NotAUrl {
+                url: base_url.to_owned(),
+            })?;
             if !is_loopback(&url) {
-                return Err(format!(
-                    "{LOOPBACK_ONLY_ENV} is set: refusing to connect to `{}`, which is not a loopback address",
-                    url.host_str().unwrap_or_default()
-                ));
+                return Err(ClientError::NotLoopback {
+                    host: url.host_str().unwrap_or_default().to_owned(),
+                });
             }
         }
         let client = reqwest::Client::builder()
@@ -139,7 +150,7 @@ impl HttpTransport {
             .tcp_nodelay(true)
             .user_agent(concat!("smax-campaign/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))?;
+            .map_err(|e| ClientError::Build(e.without_url()))?;
         Ok(HttpTransport {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),

@@ -4,7 +4,7 @@ pub mod client;
 mod platform;
 pub mod wire;
 
-pub use client::{BotAuth, HttpTransport, Reply, Secret, Transport};
+pub use client::{BotAuth, ClientError, HttpTransport, Reply, Secret, Transport};
 pub use platform::{ApiVersion, MessagingTag, PriorityChannel, TagStyle};
 
 /// The platform's limit, requests per second per bot. `run` refuses a

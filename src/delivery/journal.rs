@@ -29,6 +29,24 @@ pub struct OutcomeEntry {
     pub outcome: Outcome,
 }
 
+/// Why a record could not be made durable. Cloneable: one failure answers every
+/// record of its commit, and every record after it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// The store refused the commit.
+    #[error("{0}")]
+    Store(Arc<crate::state::StateError>),
+    /// The writer thread is gone (it crashed, or the run is over).
+    #[error("the state writer has stopped")]
+    Stopped,
+}
+
+impl From<crate::state::StateError> for JournalError {
+    fn from(error: crate::state::StateError) -> JournalError {
+        JournalError::Store(Arc::new(error))
+    }
+}
+
 /// A record and the run it belongs to.
 #[derive(Debug, Clone)]
 pub struct Tagged<T> {
@@ -45,7 +63,7 @@ pub trait Journal: Send + 'static {
         &mut self,
         attempts: &[Tagged<AttemptEntry>],
         outcomes: &[Tagged<OutcomeEntry>],
-    ) -> Result<(), String>;
+    ) -> Result<(), JournalError>;
 }
 
 /// Keeps nothing: for runs without a state store (library use, tests).
@@ -57,14 +75,20 @@ impl Journal for NullJournal {
         &mut self,
         _: &[Tagged<AttemptEntry>],
         _: &[Tagged<OutcomeEntry>],
-    ) -> Result<(), String> {
+    ) -> Result<(), JournalError> {
         Ok(())
     }
 }
 
 enum Op {
-    Attempt(Tagged<AttemptEntry>, oneshot::Sender<Result<(), String>>),
-    Outcome(Tagged<OutcomeEntry>, oneshot::Sender<Result<(), String>>),
+    Attempt(
+        Tagged<AttemptEntry>,
+        oneshot::Sender<Result<(), JournalError>>,
+    ),
+    Outcome(
+        Tagged<OutcomeEntry>,
+        oneshot::Sender<Result<(), JournalError>>,
+    ),
 }
 
 /// A handle to the writer thread, for one run. Cloneable; the thread ends when every
@@ -86,7 +110,7 @@ enum Writer {
 /// A journal that refuses everything after its first failure, like the writer thread.
 struct Latched {
     journal: Box<dyn Journal>,
-    failed: Option<String>,
+    failed: Option<JournalError>,
 }
 
 const MAX_BATCH: usize = 1024;
@@ -94,11 +118,11 @@ const MAX_BATCH: usize = 1024;
 /// Writes one batch, unless an earlier write failed: once one did, nothing
 /// more is acknowledged as durable.
 fn commit(
-    failed: &mut Option<String>,
+    failed: &mut Option<JournalError>,
     journal: &mut dyn Journal,
     attempts: &[Tagged<AttemptEntry>],
     outcomes: &[Tagged<OutcomeEntry>],
-) -> Result<(), String> {
+) -> Result<(), JournalError> {
     if let Some(e) = failed {
         return Err(e.clone());
     }
@@ -120,7 +144,7 @@ impl JournalHandle {
         let thread = std::thread::Builder::new()
             .name("journal".into())
             .spawn(move || {
-                let mut failed: Option<String> = None;
+                let mut failed: Option<JournalError> = None;
                 while let Ok(first) = rx.recv() {
                     let mut ops = vec![first];
                     while ops.len() < MAX_BATCH {
@@ -185,13 +209,11 @@ impl JournalHandle {
 
     async fn call(
         tx: &mpsc::Sender<Op>,
-        op: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Op,
-    ) -> Result<(), String> {
+        op: impl FnOnce(oneshot::Sender<Result<(), JournalError>>) -> Op,
+    ) -> Result<(), JournalError> {
         let (ack, done) = oneshot::channel();
-        tx.send(op(ack))
-            .map_err(|_| "the state writer has stopped".to_string())?;
-        done.await
-            .map_err(|_| "the state writer has stopped".to_string())?
+        tx.send(op(ack)).map_err(|_| JournalError::Stopped)?;
+        done.await.map_err(|_| JournalError::Stopped)?
     }
 
     fn tag<T>(&self, record: T) -> Tagged<T> {
@@ -205,13 +227,13 @@ impl JournalHandle {
         latched: &Mutex<Latched>,
         attempts: &[Tagged<AttemptEntry>],
         outcomes: &[Tagged<OutcomeEntry>],
-    ) -> Result<(), String> {
+    ) -> Result<(), JournalError> {
         let mut latched = latched.lock().unwrap_or_else(|e| e.into_inner());
         let Latched { journal, failed } = &mut *latched;
         commit(failed, journal.as_mut(), attempts, outcomes)
     }
 
-    pub async fn attempted(&self, entry: AttemptEntry) -> Result<(), String> {
+    pub async fn attempted(&self, entry: AttemptEntry) -> Result<(), JournalError> {
         let entry = self.tag(entry);
         match &self.writer {
             Writer::Immediate(latched) => Self::immediately(latched, &[entry], &[]),
@@ -219,7 +241,7 @@ impl JournalHandle {
         }
     }
 
-    pub async fn settled(&self, entry: OutcomeEntry) -> Result<(), String> {
+    pub async fn settled(&self, entry: OutcomeEntry) -> Result<(), JournalError> {
         let entry = self.tag(entry);
         match &self.writer {
             Writer::Immediate(latched) => Self::immediately(latched, &[], &[entry]),

@@ -42,7 +42,9 @@ use tokio::time::Instant;
 use budget::Answer;
 pub use budget::BotBudget;
 use inflight::{InFlight, Slot};
-pub use journal::{AttemptEntry, Journal, JournalHandle, NullJournal, OutcomeEntry, Tagged};
+pub use journal::{
+    AttemptEntry, Journal, JournalError, JournalHandle, NullJournal, OutcomeEntry, Tagged,
+};
 
 use crate::api::{BotAuth, Reply, Transport};
 use crate::campaign::MaxFailures;
@@ -479,7 +481,9 @@ impl Sender<'_> {
                 },
             };
             if let Err(error) = self.journal.settled(record).await {
-                self.stopper.stop(StopReason::Journal { error });
+                self.stopper.stop(StopReason::Journal {
+                    error: error.to_string(),
+                });
             }
         }
         stats.counter(class).fetch_add(1, Ordering::Relaxed);
@@ -526,7 +530,9 @@ impl Sender<'_> {
                     row: request.origin.line,
                 };
                 if let Err(error) = self.journal.attempted(entry).await {
-                    stopper.stop(StopReason::Journal { error });
+                    stopper.stop(StopReason::Journal {
+                        error: error.to_string(),
+                    });
                     return None;
                 }
                 p.recorded = true;
@@ -622,7 +628,9 @@ impl Sender<'_> {
                         },
                     };
                     if let Err(error) = self.journal.settled(interim).await {
-                        stopper.stop(StopReason::Journal { error });
+                        stopper.stop(StopReason::Journal {
+                            error: error.to_string(),
+                        });
                         return None;
                     }
                     p.recorded = false;

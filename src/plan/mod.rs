@@ -37,7 +37,7 @@ pub use pass::{plan_errors, plan_pass, plan_pass_with, PassInputs, PlanPass};
 
 /// The counts of a plan, named as SPEC section 3 names them.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Counts {
+pub struct PlanCounts {
     pub read: u64,
     pub filtered: u64,
     pub suppressed: u64,
@@ -47,7 +47,7 @@ pub struct Counts {
     pub to_send: u64,
 }
 
-impl Counts {
+impl PlanCounts {
     /// The recipients that reached rendering: to send, already sent and invalid.
     /// Shares of "the audience" (max_invalid, run summaries, `status`) are of this.
     pub fn rendered(&self) -> u64 {
@@ -366,7 +366,7 @@ pub struct Pipeline {
     stager: Stager,
     otn_seen: HashMap<u128, Origin, KeyHashBuild>,
     prior: Option<Arc<dyn PriorLookup>>,
-    pub counts: Counts,
+    pub counts: PlanCounts,
     pub invalid_by_code: BTreeMap<&'static str, u64>,
     /// A source that could not be read at all: the plan is incomplete.
     pub source_failures: Vec<PlanError>,
@@ -426,7 +426,7 @@ impl Pipeline {
             stager,
             otn_seen: HashMap::default(),
             prior,
-            counts: Counts::default(),
+            counts: PlanCounts::default(),
             invalid_by_code: BTreeMap::new(),
             source_failures: Vec::new(),
         }
@@ -693,7 +693,7 @@ message:
         out
     }
 
-    fn plan(campaign: &Campaign, inline: Option<bool>) -> (Vec<String>, Counts, String) {
+    fn plan(campaign: &Campaign, inline: Option<bool>) -> (Vec<String>, PlanCounts, String) {
         let run = RunInfo {
             id: "t".into(),
             occurrence: None,

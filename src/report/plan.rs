@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::api::wire::{BotEndpoint, WireRequest, REDACTED};
 use crate::human::{human_duration, md_cell, thousands};
-use crate::plan::{Counts, InvalidRow};
+use crate::plan::{InvalidRow, PlanCounts};
 use crate::render::RenderedRequest;
 
 /// A request as people and tools review it: where it came from, the URL, the headers
@@ -101,7 +101,7 @@ pub struct PlanReport {
     pub bot: BotInfo,
     pub api_url: String,
     #[serde(flatten)]
-    pub counts: Counts,
+    pub counts: PlanCounts,
     pub invalid_reasons: BTreeMap<&'static str, u64>,
     pub invalid_rows: Vec<InvalidRow>,
     pub rate: f64,

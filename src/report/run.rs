@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::delivery::DeliveryResult;
 use crate::human::{human_duration, md_cell, percent, thousands};
-use crate::plan::Counts;
+use crate::plan::PlanCounts;
 
 /// One campaign's run, as the JSON report and the step summary show it.
 #[derive(Debug, Clone, Serialize)]
@@ -15,7 +15,7 @@ pub struct RunReport {
     pub run_id: String,
     pub api_url: String,
     pub started: String,
-    pub plan: Counts,
+    pub plan: PlanCounts,
     #[serde(flatten)]
     pub delivery: DeliveryResult,
     /// Invalid recipients of the plan (not sent).

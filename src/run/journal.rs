@@ -1,7 +1,7 @@
 //! The delivery loop's journal, over any state store: one writer per store serves
 //! every run that sends into it.
 
-use crate::delivery::{AttemptEntry, Journal, OutcomeEntry, Tagged};
+use crate::delivery::{AttemptEntry, Journal, JournalError, OutcomeEntry, Tagged};
 use crate::state::{Attempt, JournalBatch, OutcomeRecord, StateStore};
 
 /// Writes what the delivery loops report into their runs' records.
@@ -14,7 +14,7 @@ impl Journal for StateJournal {
         &mut self,
         attempts: &[Tagged<AttemptEntry>],
         outcomes: &[Tagged<OutcomeEntry>],
-    ) -> Result<(), String> {
+    ) -> Result<(), JournalError> {
         let batch = JournalBatch {
             attempts: attempts
                 .iter()
@@ -46,6 +46,6 @@ impl Journal for StateJournal {
                 })
                 .collect(),
         };
-        self.store.record_batch(&batch).map_err(|e| e.to_string())
+        Ok(self.store.record_batch(&batch)?)
     }
 }

@@ -600,7 +600,7 @@ impl OneRun {
         let concurrency = campaign.delivery.concurrency as usize;
         let transport =
             HttpTransport::new(&prepared.api_url, campaign.delivery.timeout, concurrency)
-                .map_err(|e| RunError::failed(Diagnostic::error("http-client", e)))?;
+                .map_err(|e| RunError::failed(Diagnostic::error("http-client", e.to_string())))?;
         let stats = Arc::new(Stats::default());
         let stopper = Stopper::default();
         let forward = {

@@ -43,8 +43,9 @@ pub trait StateStore: Send {
     fn location(&self) -> String;
 
     /// Takes `name` for this process, waiting up to `wait` while another holds it
-    /// (without `wait`, a held lock fails at once with [`LockError::Held`], naming
-    /// the holder). Held until the returned guard is dropped; released by the backend
+    /// (without `wait`, a held lock fails with [`LockError::Held`], naming the holder,
+    /// after at most a moment's grace: a backend may retry briefly, e.g. SQLite's
+    /// 200 ms, so that a `status` peeking at the lock does not fail a run starting). Held until the returned guard is dropped; released by the backend
     /// when the process dies, however it dies. Two takes of one name in one process
     /// exclude each other too.
     fn lock(

@@ -13,8 +13,8 @@ use smax_campaign::api::{ApiVersion, BotAuth, Reply, Secret, TagStyle, Transport
 use smax_campaign::audience::Origin;
 use smax_campaign::campaign::MaxFailures;
 use smax_campaign::delivery::{
-    deliver, AttemptEntry, BotBudget, Journal, JournalHandle, NullJournal, OutcomeClass,
-    OutcomeEntry, Settings, Stats, StopReason, Stopper, Tagged, Target,
+    deliver, AttemptEntry, BotBudget, Journal, JournalError, JournalHandle, NullJournal,
+    OutcomeClass, OutcomeEntry, Settings, Stats, StopReason, Stopper, Tagged, Target,
 };
 use smax_campaign::render::RenderedRequest;
 use smax_campaign::schedule::{Clock, ManualClock, Window};
@@ -383,7 +383,7 @@ impl Journal for PermitWitness {
         &mut self,
         attempts: &[Tagged<AttemptEntry>],
         outcomes: &[Tagged<OutcomeEntry>],
-    ) -> Result<(), String> {
+    ) -> Result<(), JournalError> {
         let permits = self.budget.permits();
         let mut log = self.log.lock().expect("log");
         log.extend(attempts.iter().map(|a| (a.record.key.clone(), permits)));
