@@ -15,17 +15,19 @@
 //! record how it ended and checkpoint the store.
 
 mod error;
+mod feeder;
 mod journal;
 mod prepare;
 mod resume;
+mod shared;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use feeder::Feeder;
+use shared::{budgets, BotLocks, Writers};
 
 pub use error::RunError;
 pub use prepare::{resolve_at, Inputs, Prepared, PreparedRun};
@@ -35,14 +37,11 @@ use crate::api::wire::BotEndpoint;
 use crate::api::{BotAuth, HttpTransport};
 use crate::campaign::{Campaign, MaxFailures};
 use crate::delivery::{
-    self, BotBudget, Journal, JournalHandle, NullJournal, Settings, Stats, StopReason, Stopper,
-    Target,
+    self, BotBudget, JournalHandle, NullJournal, Settings, Stats, StopReason, Stopper, Target,
 };
 use crate::diagnostic::Diagnostic;
 use crate::human::thousands;
-use crate::plan::{
-    due_at, plan_errors, plan_pass_with, run_info, PassInputs, Pipeline, PlanPass, Planned,
-};
+use crate::plan::{due_at, plan_pass_with, run_info, PassInputs, PlanPass};
 use crate::render::RunInfo;
 use crate::report::{PlanReport, RunReport};
 use crate::schedule::Due;
@@ -211,112 +210,6 @@ impl Runner {
                 ),
             });
         }
-    }
-}
-
-/// One journal writer per state store, shared by every run that sends into it: one
-/// connection, and one commit for the records of all of them.
-#[derive(Default)]
-struct Writers {
-    by_store: Mutex<WriterMap>,
-}
-
-type WriterMap = HashMap<StateLocation, (JournalHandle, std::thread::JoinHandle<Box<dyn Journal>>)>;
-
-impl Writers {
-    /// The writer of `location`, started on first use with a connection of its own.
-    fn for_run(&self, location: &StateLocation, run_id: &str) -> Result<JournalHandle, RunError> {
-        let mut map = self.by_store.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((handle, _)) = map.get(location) {
-            return Ok(handle.for_run(run_id));
-        }
-        let store = crate::state::open(location)
-            .map_err(|e| RunError::state(location.to_string(), e))?
-            .ok_or_else(|| {
-                RunError::failed(Diagnostic::error(
-                    "state",
-                    "no state store to record deliveries in",
-                ))
-            })?;
-        let (handle, thread) = JournalHandle::start(Box::new(journal::StateJournal { store }))
-            .map_err(|e| {
-                RunError::failed(Diagnostic::error(
-                    "runtime",
-                    format!("cannot start the state writer: {e}"),
-                ))
-            })?;
-        let for_run = handle.for_run(run_id);
-        map.insert(location.clone(), (handle, thread));
-        Ok(for_run)
-    }
-
-    /// Lets every writer finish (their runs are done); names a store whose writer crashed.
-    fn finish(&self) -> Option<String> {
-        let map = std::mem::take(&mut *self.by_store.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut crashed = None;
-        for (location, (handle, thread)) in map {
-            drop(handle);
-            if thread.join().is_err() {
-                crashed = Some(location.to_string());
-            }
-        }
-        crashed
-    }
-}
-
-/// One budget per bot: the lowest rate any campaign declares for it, decided before
-/// anything is sent (a budget is never lowered under a running campaign).
-fn budgets<'a>(rates: impl Iterator<Item = (&'a str, f64)>) -> HashMap<String, Arc<BotBudget>> {
-    let mut lowest: HashMap<&str, f64> = HashMap::new();
-    for (bot, rate) in rates {
-        let lowest = lowest.entry(bot).or_insert(rate);
-        *lowest = lowest.min(rate);
-    }
-    lowest
-        .into_iter()
-        .map(|(bot, rate)| (bot.to_owned(), Arc::new(BotBudget::new(rate))))
-        .collect()
-}
-
-/// The bot locks of one runner: taken once per bot and store, by whichever of the
-/// bot's campaigns gets there first, and held until the runner is done, so campaigns
-/// for one bot in one process never lock each other out.
-#[derive(Default)]
-struct BotLocks {
-    slots: Mutex<HashMap<(StateLocation, String), Arc<BotLockSlot>>>,
-}
-
-/// One bot's lock in one store, once some campaign of the bot has taken it.
-type BotLockSlot = Mutex<Option<Arc<HeldLock>>>;
-
-impl BotLocks {
-    fn take(
-        &self,
-        location: &StateLocation,
-        bot_id: &str,
-        store: &dyn StateStore,
-        wait: Option<Duration>,
-    ) -> Result<Arc<HeldLock>, RunError> {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots
-                .entry((location.clone(), bot_id.to_owned()))
-                .or_default()
-                .clone()
-        };
-        // Only this bot's campaigns wait here; other bots go on.
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = slot.as_ref() {
-            return Ok(held.clone());
-        }
-        let name = LockName::Bot(bot_id.to_owned());
-        let held = Arc::new(
-            store
-                .lock(&name, wait)
-                .map_err(|e| RunError::lock(&name, e))?,
-        );
-        *slot = Some(held.clone());
-        Ok(held)
     }
 }
 
@@ -738,105 +631,6 @@ enum Stage {
     Done(Ended),
 }
 
-/// The sending pass: the same pipeline as the plan's, on its own thread, handing
-/// requests to the senders through a bounded channel. It is started beside the plan
-/// pass and ends, when not asked for, as soon as it is dropped.
-struct Feeder {
-    requests: Option<mpsc::Receiver<crate::render::RenderedRequest>>,
-    /// The number of rows the plan read, once it is made.
-    planned_rows: Option<std::sync::mpsc::Sender<u64>>,
-    thread: Option<std::thread::JoinHandle<Result<(), Vec<Diagnostic>>>>,
-}
-
-impl Feeder {
-    fn start(
-        campaign: Campaign,
-        inputs: PassInputs,
-        filter: Option<Arc<dyn crate::plan::PriorLookup>>,
-        capacity: usize,
-    ) -> Feeder {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let (rows_tx, rows_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("sending-pass".into())
-            .spawn(move || feed(campaign, inputs, filter, tx, rows_rx))
-            .ok();
-        Feeder {
-            requests: thread.is_some().then_some(rx),
-            planned_rows: Some(rows_tx),
-            thread,
-        }
-    }
-
-    /// The plan is made and read `rows` rows: the sending pass must read as many.
-    fn planned(&self, rows: u64) {
-        if let Some(tx) = &self.planned_rows {
-            let _ = tx.send(rows);
-        }
-    }
-
-    /// Waits for the sending pass to end (the senders are done with it).
-    fn finish(&mut self) -> Result<(), Vec<Diagnostic>> {
-        self.requests = None;
-        match self.thread.take().map(std::thread::JoinHandle::join) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(diagnostics))) => Err(diagnostics),
-            Some(Err(_)) => Err(vec![Diagnostic::error(
-                "audience-failed",
-                "the audience reader crashed",
-            )]),
-        }
-    }
-}
-
-impl Drop for Feeder {
-    fn drop(&mut self) {
-        // Hanging up stops the thread at its next request; then it is waited for.
-        self.planned_rows = None;
-        let _ = self.finish();
-    }
-}
-
-/// The sending pass's thread. The plan read the sources whole; a failure now, or a
-/// different number of rows (a file cut short or replaced mid-run), means part of the
-/// audience was never offered: that must not pass for a completed run.
-fn feed(
-    campaign: Campaign,
-    inputs: PassInputs,
-    filter: Option<Arc<dyn crate::plan::PriorLookup>>,
-    tx: mpsc::Sender<crate::render::RenderedRequest>,
-    planned_rows: std::sync::mpsc::Receiver<u64>,
-) -> Result<(), Vec<Diagnostic>> {
-    let mut pipeline = Pipeline::for_sending(&campaign, inputs.renderer, inputs.suppressed, filter);
-    for planned in pipeline.by_ref() {
-        if let Planned::Send(request) = planned {
-            if tx.blocking_send(request).is_err() {
-                // Delivery stopped taking recipients (or never started): the rest
-                // stays pending.
-                return Ok(());
-            }
-        }
-    }
-    if !pipeline.source_failures.is_empty() {
-        return Err(plan_errors(&pipeline.source_failures));
-    }
-    let Ok(planned_rows) = planned_rows.recv() else {
-        // No plan was made: nothing was sent.
-        return Ok(());
-    };
-    if pipeline.counts.read != planned_rows {
-        return Err(vec![Diagnostic::error(
-            "audience-changed",
-            format!(
-                "the audience changed while it was being sent: the plan read {} rows, sending read {}",
-                thousands(planned_rows),
-                thousands(pipeline.counts.read)
-            ),
-        )]);
-    }
-    Ok(())
-}
-
 async fn report_progress(
     events: std::sync::mpsc::Sender<RunEvent>,
     progress: impl Fn() -> Progress + Send,
@@ -888,25 +682,4 @@ fn send_window_gate(
         let elapsed = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
         window.contains(at + elapsed, tz)
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bot_gets_one_budget_at_the_lowest_rate_its_campaigns_declare() {
-        let budgets = budgets(
-            [
-                ("shop", 25.0),
-                ("news", 10.0),
-                ("shop", 5.0),
-                ("shop", 20.0),
-            ]
-            .into_iter(),
-        );
-        assert_eq!(budgets.len(), 2);
-        assert_eq!(budgets["shop"].rate(), 5.0);
-        assert_eq!(budgets["news"].rate(), 10.0);
-    }
 }

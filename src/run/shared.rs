@@ -1,0 +1,144 @@
+//! What the runs of one [`super::Runner`] share: one budget per bot, one lock per bot
+//! and store, one journal writer per store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{journal, RunError};
+use crate::delivery::{BotBudget, Journal, JournalHandle};
+use crate::diagnostic::Diagnostic;
+use crate::state::{HeldLock, LockName, StateLocation, StateStore};
+
+/// One journal writer per state store, shared by every run that sends into it: one
+/// connection, and one commit for the records of all of them.
+#[derive(Default)]
+pub(super) struct Writers {
+    by_store: Mutex<WriterMap>,
+}
+
+type WriterMap = HashMap<StateLocation, (JournalHandle, std::thread::JoinHandle<Box<dyn Journal>>)>;
+
+impl Writers {
+    /// The writer of `location`, started on first use with a connection of its own.
+    pub(super) fn for_run(
+        &self,
+        location: &StateLocation,
+        run_id: &str,
+    ) -> Result<JournalHandle, RunError> {
+        let mut map = self.by_store.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((handle, _)) = map.get(location) {
+            return Ok(handle.for_run(run_id));
+        }
+        let store = crate::state::open(location)
+            .map_err(|e| RunError::state(location.to_string(), e))?
+            .ok_or_else(|| {
+                RunError::failed(Diagnostic::error(
+                    "state",
+                    "no state store to record deliveries in",
+                ))
+            })?;
+        let (handle, thread) = JournalHandle::start(Box::new(journal::StateJournal { store }))
+            .map_err(|e| {
+                RunError::failed(Diagnostic::error(
+                    "runtime",
+                    format!("cannot start the state writer: {e}"),
+                ))
+            })?;
+        let for_run = handle.for_run(run_id);
+        map.insert(location.clone(), (handle, thread));
+        Ok(for_run)
+    }
+
+    /// Lets every writer finish (their runs are done); names a store whose writer crashed.
+    pub(super) fn finish(&self) -> Option<String> {
+        let map = std::mem::take(&mut *self.by_store.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut crashed = None;
+        for (location, (handle, thread)) in map {
+            drop(handle);
+            if thread.join().is_err() {
+                crashed = Some(location.to_string());
+            }
+        }
+        crashed
+    }
+}
+
+/// One budget per bot: the lowest rate any campaign declares for it, decided before
+/// anything is sent (a budget is never lowered under a running campaign).
+pub(super) fn budgets<'a>(
+    rates: impl Iterator<Item = (&'a str, f64)>,
+) -> HashMap<String, Arc<BotBudget>> {
+    let mut lowest: HashMap<&str, f64> = HashMap::new();
+    for (bot, rate) in rates {
+        let lowest = lowest.entry(bot).or_insert(rate);
+        *lowest = lowest.min(rate);
+    }
+    lowest
+        .into_iter()
+        .map(|(bot, rate)| (bot.to_owned(), Arc::new(BotBudget::new(rate))))
+        .collect()
+}
+
+/// The bot locks of one runner: taken once per bot and store, by whichever of the
+/// bot's campaigns gets there first, and held until the runner is done, so campaigns
+/// for one bot in one process never lock each other out.
+#[derive(Default)]
+pub(super) struct BotLocks {
+    slots: Mutex<HashMap<(StateLocation, String), Arc<BotLockSlot>>>,
+}
+
+/// One bot's lock in one store, once some campaign of the bot has taken it.
+type BotLockSlot = Mutex<Option<Arc<HeldLock>>>;
+
+impl BotLocks {
+    pub(super) fn take(
+        &self,
+        location: &StateLocation,
+        bot_id: &str,
+        store: &dyn StateStore,
+        wait: Option<Duration>,
+    ) -> Result<Arc<HeldLock>, RunError> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots
+                .entry((location.clone(), bot_id.to_owned()))
+                .or_default()
+                .clone()
+        };
+        // Only this bot's campaigns wait here; other bots go on.
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = slot.as_ref() {
+            return Ok(held.clone());
+        }
+        let name = LockName::Bot(bot_id.to_owned());
+        let held = Arc::new(
+            store
+                .lock(&name, wait)
+                .map_err(|e| RunError::lock(&name, e))?,
+        );
+        *slot = Some(held.clone());
+        Ok(held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bot_gets_one_budget_at_the_lowest_rate_its_campaigns_declare() {
+        let budgets = budgets(
+            [
+                ("shop", 25.0),
+                ("news", 10.0),
+                ("shop", 5.0),
+                ("shop", 20.0),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(budgets.len(), 2);
+        assert_eq!(budgets["shop"].rate(), 5.0);
+        assert_eq!(budgets["news"].rate(), 10.0);
+    }
+}
