@@ -83,18 +83,32 @@ pub fn register_file(path: &Path) {
     }
 }
 
-/// Registers the password of a URL such as `postgres://user:PASSWORD@host/db`
-/// or `http://user:PASSWORD@proxy`, if it has one.
+/// Registers the passwords of a URL such as `postgres://user:PASSWORD@host/db`,
+/// `http://user:PASSWORD@proxy` or `postgresql://host/db?password=PASSWORD`, or of a
+/// keyword string such as `host=db password=PASSWORD`, if it has any.
 pub fn register_url_password(url: &str) {
-    let Some(password) = reqwest::Url::parse(url)
+    let mut passwords = Vec::new();
+    if let Some(password) = reqwest::Url::parse(url)
         .ok()
         .and_then(|u| u.password().map(str::to_owned))
-    else {
-        return;
-    };
-    // As written (percent-encoded) and as a person would type it.
-    register(&password);
-    register(&percent_encoding::percent_decode_str(&password).decode_utf8_lossy());
+    {
+        passwords.push(password);
+    }
+    let lower = url.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("password=") {
+        let value = from + at + "password=".len();
+        let end = url[value..]
+            .find(['&', ' '])
+            .map_or(url.len(), |n| value + n);
+        passwords.push(url[value..end].to_owned());
+        from = end;
+    }
+    for password in passwords.iter().filter(|p| !p.is_empty()) {
+        // As written (percent-encoded) and as a person would type it.
+        register(password);
+        register(&percent_encoding::percent_decode_str(password).decode_utf8_lossy());
+    }
 }
 
 /// The longest registered secret, in bytes (0 with none).

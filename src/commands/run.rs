@@ -147,7 +147,7 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
                 "nothing to send: run {run_id} has handled every recipient ({} already sent or settled in this run)\n",
                 thousands(already_sent)
             )),
-            Ok(Ended::NothingDue | Ended::Unscheduled) => {}
+            Ok(Ended::NothingDue) => {}
             Err(e) => status = status.worst(render_error(&e)),
         }
     }
@@ -286,7 +286,7 @@ impl Screen {
     }
 
     fn prefix(&self, campaign: &str) -> String {
-        if self.several {
+        if self.several && !campaign.is_empty() {
             format!("[{campaign}] ")
         } else {
             String::new()

@@ -89,6 +89,8 @@ enum Op {
         Tagged<OutcomeEntry>,
         oneshot::Sender<Result<(), JournalError>>,
     ),
+    /// Answered once everything queued before it is committed.
+    Flush(oneshot::Sender<Result<(), JournalError>>),
 }
 
 /// A handle to the writer thread, for one run. Cloneable; the thread ends when every
@@ -166,6 +168,7 @@ impl JournalHandle {
                                 outcomes.push(e);
                                 acks.push(ack);
                             }
+                            Op::Flush(ack) => acks.push(ack),
                         }
                     }
                     // One commit for everything queued, of every run: one sync
@@ -238,6 +241,16 @@ impl JournalHandle {
         match &self.writer {
             Writer::Immediate(latched) => Self::immediately(latched, &[entry], &[]),
             Writer::Thread(tx) => Self::call(tx, |ack| Op::Attempt(entry, ack)).await,
+        }
+    }
+
+    /// Waits until every record handed over before this call is committed (or has
+    /// failed): a run closes, and lets go of its locks, only after this, so that no
+    /// record of it is written once another process may own the run.
+    pub async fn flush(&self) -> Result<(), JournalError> {
+        match &self.writer {
+            Writer::Immediate(_) => Ok(()),
+            Writer::Thread(tx) => Self::call(tx, Op::Flush).await,
         }
     }
 

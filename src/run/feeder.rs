@@ -81,6 +81,10 @@ fn feed(
 ) -> Result<(), Vec<Diagnostic>> {
     let mut pipeline = Pipeline::for_sending(&campaign, inputs.renderer, inputs.suppressed, filter);
     for planned in pipeline.by_ref() {
+        if tx.is_closed() {
+            // Delivery is over (or never started), however many rows remain.
+            return Ok(());
+        }
         if let Planned::Send(request) = planned {
             if tx.blocking_send(request).is_err() {
                 // Delivery stopped taking recipients (or never started): the rest

@@ -105,8 +105,6 @@ pub struct Progress {
 /// How a campaign's run ended, when it was not refused.
 #[derive(Debug)]
 pub enum Ended {
-    /// `--due` and the campaign has no schedule: it runs only when asked.
-    Unscheduled,
     /// Nothing is due now (said in a [`RunEvent::Note`]).
     NothingDue,
     /// Every recipient of the run was already handled.
@@ -141,23 +139,36 @@ impl Runner {
     pub async fn run(&self, runs: Vec<PreparedRun>) -> Vec<Result<Ended, RunError>> {
         let budgets = budgets(
             runs.iter()
+                .filter(|r| may_send_now(r))
                 .map(|r| (r.campaign().bot.id.as_str(), r.campaign().delivery.rate)),
         );
         let bot_locks = Arc::new(BotLocks::default());
         let writers = Arc::new(Writers::default());
-        let mut locations: Vec<StateLocation> = Vec::new();
-        for run in &runs {
-            let location = &run.prepared.state;
-            if *location != StateLocation::Disabled && !locations.contains(location) {
-                locations.push(location.clone());
-            }
-        }
+        let opened = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut names: Vec<(String, PathBuf)> = Vec::new();
         let mut tasks = Vec::with_capacity(runs.len());
         for run in runs {
+            let campaign = run.campaign();
+            // A name is a run (or a series of them): two files of one name in one
+            // invocation would race for the same recipients.
+            if let Some((_, first)) = names.iter().find(|(name, _)| *name == campaign.name) {
+                tasks.push(Err(RunError::Invalid(vec![Diagnostic::error(
+                    "duplicate-campaign",
+                    format!(
+                        "{}: the campaign name `{}` is also used by {} in this invocation; a name is a run, so they would send to the same recipients",
+                        campaign.path.display(),
+                        campaign.name,
+                        first.display()
+                    ),
+                )
+                .help("give each campaign its own `name`, or run them one after another")])));
+                continue;
+            }
+            names.push((campaign.name.clone(), campaign.path.clone()));
             let budget = budgets
-                .get(&run.campaign().bot.id)
+                .get(&campaign.bot.id)
                 .cloned()
-                .unwrap_or_else(|| Arc::new(BotBudget::new(run.campaign().delivery.rate)));
+                .unwrap_or_else(|| Arc::new(BotBudget::new(campaign.delivery.rate)));
             let one = OneRun {
                 run,
                 options: self.options.clone(),
@@ -166,19 +177,27 @@ impl Runner {
                 budget,
                 bot_locks: bot_locks.clone(),
                 writers: writers.clone(),
+                opened: opened.clone(),
             };
-            tasks.push(tokio::spawn(one.run()));
+            tasks.push(Ok(tokio::spawn(one.run())));
         }
         let mut ended = Vec::with_capacity(tasks.len());
         for task in tasks {
-            ended.push(task.await.unwrap_or_else(|e| {
-                Err(RunError::failed(Diagnostic::error(
-                    "crashed",
-                    format!("a campaign's run crashed (a bug; please report it): {e}"),
-                )))
-            }));
+            ended.push(match task {
+                Ok(task) => task.await.unwrap_or_else(|e| {
+                    Err(RunError::failed(Diagnostic::error(
+                        "crashed",
+                        format!("a campaign's run crashed (a bug; please report it): {e}"),
+                    )))
+                }),
+                Err(refused) => Err(refused),
+            });
         }
-        if let Some(crashed) = writers.finish() {
+        let crashed = tokio::task::spawn_blocking(move || writers.finish())
+            .await
+            .ok()
+            .flatten();
+        if let Some(crashed) = crashed {
             let _ = self.events.send(RunEvent::Problem {
                 campaign: crashed,
                 error: RunError::failed(Diagnostic::error(
@@ -187,7 +206,8 @@ impl Runner {
                 )),
             });
         }
-        for location in locations {
+        let opened = std::mem::take(&mut *opened.lock().unwrap_or_else(|e| e.into_inner()));
+        for location in opened {
             self.checkpoint(&location);
         }
         ended
@@ -203,7 +223,7 @@ impl Runner {
         if let Err(e) = folded {
             // Every record is committed; only the copy into the main file waits for
             // the next run (or the last connection to close).
-            let _ = self.events.send(RunEvent::Note {
+            let _ = self.events.send(RunEvent::Alert {
                 campaign: String::new(),
                 text: format!(
                     "warning: could not fold the write-ahead log into {location} ({e}); keep the whole folder, `-wal` included"
@@ -222,6 +242,8 @@ struct OneRun {
     budget: Arc<BotBudget>,
     bot_locks: Arc<BotLocks>,
     writers: Arc<Writers>,
+    /// The stores some run opened: checkpointed when every run is done.
+    opened: Arc<std::sync::Mutex<Vec<StateLocation>>>,
 }
 
 /// A run that planned and may send: what the sending part needs.
@@ -297,22 +319,29 @@ impl OneRun {
         } else {
             crate::state::open(location).map_err(|e| RunError::state(&shown, e))?
         };
+        if store.is_some() {
+            let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+            if !opened.contains(location) {
+                opened.push(location.clone());
+            }
+        }
         let Some(run_info) = self.choose_run(store.as_deref_mut())? else {
             return Ok(Stage::Done(Ended::NothingDue));
         };
+        // The bot's lock first: a process holding a run's lock then always holds its
+        // bot's too, so two processes never wait on each other in a circle.
         let locks = match &store {
             None => None,
             Some(store) => {
-                let name = LockName::Run(run_info.id.clone());
-                let run_lock = store
-                    .lock(&name, self.options.wait_lock)
-                    .map_err(|e| RunError::lock(&name, e))?;
                 let bot_lock = self.bot_locks.take(
-                    location,
                     &campaign.bot.id,
                     store.as_ref(),
                     self.options.wait_lock,
                 )?;
+                let name = LockName::Run(run_info.id.clone());
+                let run_lock = store
+                    .lock(&name, self.options.wait_lock)
+                    .map_err(|e| RunError::lock(&name, e))?;
                 Some((run_lock, bot_lock))
             }
         };
@@ -360,7 +389,9 @@ impl OneRun {
         if max_invalid.exceeded_by(counts.invalid, counts.rendered()) {
             // Not done: a scheduled occurrence stays due until its sending has finished.
             if let Some(store) = store.as_deref_mut() {
-                self.close(store, &run_info.id, RunStatus::Aborted)?;
+                if let Err(e) = self.close(store, &run_info.id, RunStatus::Aborted) {
+                    self.problem(e);
+                }
             }
             return Err(RunError::TooManyInvalid(invalid_refusal(
                 &pass.report,
@@ -528,11 +559,19 @@ impl OneRun {
         };
 
         let Some(rx) = feeder.requests.take() else {
+            if let Some(store) = store.as_deref_mut() {
+                let _ = self.close(store, &run_info.id, RunStatus::Aborted);
+            }
             return Err(RunError::failed(Diagnostic::error(
-                "crashed",
-                "the audience reader was not started (a bug; please report it)",
+                "runtime",
+                "cannot start the thread that reads the audience; nothing was sent",
             )));
         };
+        // A stop that came while this run planned applies before the first request.
+        if let Some(reason) = self.interrupt.reason() {
+            stopper.stop(reason);
+        }
+        let barrier = journal.clone();
         let total = pass.report.counts.to_send;
         let progress = tokio::spawn(report_progress(
             self.events.clone(),
@@ -547,11 +586,21 @@ impl OneRun {
             stats.clone(),
         )
         .await;
+        // Every record of this run is committed before it closes and its locks go.
+        let _ = barrier.flush().await;
         progress.abort();
         let _ = progress.await;
         forward.abort();
 
-        let audience_failure = feeder.finish().err();
+        let audience_failure = tokio::task::spawn_blocking(move || feeder.finish())
+            .await
+            .unwrap_or_else(|_| {
+                Err(vec![Diagnostic::error(
+                    "audience-failed",
+                    "the audience reader crashed",
+                )])
+            })
+            .err();
         let audience_failed = audience_failure.is_some();
         if let Some(diagnostics) = audience_failure {
             let diagnostics = diagnostics
@@ -625,6 +674,23 @@ impl OneRun {
     }
 }
 
+/// Whether the campaign may send in this invocation, as far as can be told before
+/// it starts: a scheduled campaign with nothing due must not lower its bot's budget
+/// for the campaigns that are due. What cannot be read counts as "may".
+fn may_send_now(run: &PreparedRun) -> bool {
+    let campaign = run.campaign();
+    if campaign.schedule.is_none() {
+        return true;
+    }
+    match crate::state::open_read_only(&run.prepared.state) {
+        Ok(store) => matches!(
+            due_at(campaign, run.at, store.as_deref()),
+            Some(Due::Due(_))
+        ),
+        Err(_) => true,
+    }
+}
+
 /// Where a run stands once planned.
 enum Stage {
     Ready(Box<Ready>),
@@ -682,4 +748,43 @@ fn send_window_gate(
         let elapsed = chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
         window.contains(at + elapsed, tz)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Secret;
+    use crate::campaign::Project;
+
+    fn scheduled(cron: &str) -> (tempfile::TempDir, PreparedRun) {
+        let yaml = format!(
+            "version: 1\nname: s\nbot: {{ id: \"b1\", token_env: T, api: v2 }}\naudience:\n  from:\n    - jsonl: a.jsonl\n  key: \"{{{{ id }}}}\"\nrecipient:\n  customer_id: \"{{{{ id }}}}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: hi\nschedule:\n  cron: \"{cron}\"\n  catch_up: 1h\n"
+        );
+        let (dir, campaign) =
+            crate::plan::testing::campaign(&yaml, &[("a.jsonl", "{\"id\":\"1\"}\n")]);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-02T09:30:00Z")
+            .expect("a time")
+            .with_timezone(&chrono::Utc);
+        let run = PreparedRun {
+            prepared: Prepared {
+                project: Project::none(dir.path().to_path_buf()),
+                api_url: "http://127.0.0.1:9".into(),
+                state: StateLocation::File(dir.path().join("none-yet.db")),
+                warnings: Vec::new(),
+                campaign,
+            },
+            token: Secret::new("t".into()),
+            at,
+        };
+        (dir, run)
+    }
+
+    #[test]
+    fn only_campaigns_that_may_send_now_set_their_bots_budget() {
+        // 09:00 daily is due at 09:30 (catch_up 1h); 09:00 on Sundays is not (a Wednesday).
+        let (_a, due) = scheduled("0 9 * * *");
+        let (_b, not_due) = scheduled("0 9 * * 0");
+        assert!(may_send_now(&due));
+        assert!(!may_send_now(&not_due));
+    }
 }

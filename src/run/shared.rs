@@ -2,7 +2,7 @@
 //! and store, one journal writer per store.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::{journal, RunError};
@@ -80,21 +80,21 @@ pub(super) fn budgets<'a>(
         .collect()
 }
 
-/// The bot locks of one runner: taken once per bot and store, by whichever of the
-/// bot's campaigns gets there first, and held until the runner is done, so campaigns
-/// for one bot in one process never lock each other out.
+/// The bot locks of one runner: taken once per bot and lock space, by whichever of the
+/// bot's campaigns gets there first, and held while any of them runs (each holds a
+/// share), so campaigns for one bot in one process never lock each other out, and
+/// the bot is free for other processes once the last of them is done.
 #[derive(Default)]
 pub(super) struct BotLocks {
-    slots: Mutex<HashMap<(StateLocation, String), Arc<BotLockSlot>>>,
+    slots: Mutex<HashMap<(String, String), Arc<BotLockSlot>>>,
 }
 
-/// One bot's lock in one store, once some campaign of the bot has taken it.
-type BotLockSlot = Mutex<Option<Arc<HeldLock>>>;
+/// One bot's lock in one lock space, while some campaign of the bot holds a share.
+type BotLockSlot = Mutex<Weak<HeldLock>>;
 
 impl BotLocks {
     pub(super) fn take(
         &self,
-        location: &StateLocation,
         bot_id: &str,
         store: &dyn StateStore,
         wait: Option<Duration>,
@@ -102,14 +102,14 @@ impl BotLocks {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             slots
-                .entry((location.clone(), bot_id.to_owned()))
+                .entry((store.lock_space(), bot_id.to_owned()))
                 .or_default()
                 .clone()
         };
         // Only this bot's campaigns wait here; other bots go on.
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = slot.as_ref() {
-            return Ok(held.clone());
+        if let Some(held) = slot.upgrade() {
+            return Ok(held);
         }
         let name = LockName::Bot(bot_id.to_owned());
         let held = Arc::new(
@@ -117,7 +117,7 @@ impl BotLocks {
                 .lock(&name, wait)
                 .map_err(|e| RunError::lock(&name, e))?,
         );
-        *slot = Some(held.clone());
+        *slot = Arc::downgrade(&held);
         Ok(held)
     }
 }
@@ -125,6 +125,29 @@ impl BotLocks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bots_lock_is_shared_while_held_and_released_after_its_last_campaign() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let (store, _) = crate::state::SqliteStore::create(&path).expect("store");
+        let (other, _) = crate::state::SqliteStore::create(&path).expect("store");
+        let locks = BotLocks::default();
+        let first = locks.take("bot-1", &store, None).expect("taken");
+        // A second campaign of the bot, through another handle: the same share.
+        let second = locks.take("bot-1", &other, None).expect("shared");
+        assert!(Arc::ptr_eq(&first, &second));
+        let name = LockName::Bot("bot-1".into());
+        assert!(store.lock_holder(&name).expect("holder").is_some());
+        drop(first);
+        assert!(store.lock_holder(&name).expect("holder").is_some());
+        drop(second);
+        assert_eq!(store.lock_holder(&name).expect("holder"), None);
+        // Taken anew once free.
+        let again = locks.take("bot-1", &store, None).expect("taken again");
+        assert!(store.lock_holder(&name).expect("holder").is_some());
+        drop(again);
+    }
 
     #[test]
     fn a_bot_gets_one_budget_at_the_lowest_rate_its_campaigns_declare() {

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use super::{SqliteStore, StateError, StateStore};
 
-/// Where a command keeps (or finds) its state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Where a command keeps (or finds) its state. `Debug` shows what `Display` shows:
+/// never a password.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum StateLocation {
     /// `--state none`: nothing is recorded, nothing resumed, no locks.
     Disabled,
@@ -32,7 +33,9 @@ impl StateLocation {
             return StateLocation::Disabled;
         }
         let scheme = lossy.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-        if matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+        // A libpq keyword string (`host=db password=…`) is no file name either.
+        let keywords = scheme.is_none() && lossy.contains("password=");
+        if matches!(scheme.as_deref(), Some("postgres" | "postgresql")) || keywords {
             return StateLocation::Postgres(lossy.into_owned());
         }
         StateLocation::File(base.join(text))
@@ -58,6 +61,12 @@ impl StateLocation {
     }
 }
 
+impl fmt::Debug for StateLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StateLocation({self})")
+    }
+}
+
 impl fmt::Display for StateLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -68,17 +77,41 @@ impl fmt::Display for StateLocation {
     }
 }
 
-/// A URL as it may be shown: any password replaced by `***`.
+/// A connection URL or keyword string as it may be shown: the password of the
+/// user part and any `password=` / `sslpassword=` value replaced by `***`.
 fn without_password(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+    let masked = match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
             parsed.to_string()
         }
-        Ok(_) => url.to_owned(),
-        // Not a URL we can read: show its scheme only, never the rest.
-        Err(_) => format!("{}://…", url.split("://").next().unwrap_or("postgres")),
+        Err(_) if url.contains("://") => {
+            // Not a URL we can read: show its scheme only, never the rest.
+            return format!("{}://…", url.split("://").next().unwrap_or("postgres"));
+        }
+        Err(_) => url.to_owned(),
+    };
+    mask_password_values(&masked)
+}
+
+/// Replaces the value after every `password=` (`sslpassword=` too), up to the next
+/// `&`, space or end, by `***`.
+fn mask_password_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.to_ascii_lowercase().find("password=") {
+        let value = at + "password=".len();
+        out.push_str(&rest[..value]);
+        out.push_str("***");
+        let end = rest[value..]
+            .find(['&', ' '])
+            .map_or(rest.len(), |n| value + n);
+        rest = &rest[end..];
     }
+    out.push_str(rest);
+    out
 }
 
 /// A store [`create`] opened, and whether it made it (`false`: it existed).
@@ -158,6 +191,18 @@ mod tests {
         assert!(shown.contains("u:***@h:5432/db"), "{shown}");
         let garbled = StateLocation::Postgres("postgres://u:s3cret@[bad/db".into());
         assert!(!garbled.to_string().contains("s3cret"));
+        for url in [
+            "postgresql://app@db/smax?password=s3cret&sslmode=require",
+            "postgres://app@db/smax?sslmode=require&sslpassword=s3cret",
+            "host=db user=app password=s3cret dbname=smax",
+        ] {
+            let location = StateLocation::parse(OsStr::new(url), Path::new("/p"));
+            assert!(matches!(location, StateLocation::Postgres(_)), "{url}");
+            for shown in [location.to_string(), format!("{location:?}")] {
+                assert!(!shown.contains("s3cret"), "{shown}");
+                assert!(shown.contains("password=***"), "{shown}");
+            }
+        }
     }
 
     #[test]

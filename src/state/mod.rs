@@ -54,6 +54,10 @@ pub trait StateStore: Send {
         wait: Option<std::time::Duration>,
     ) -> Result<HeldLock, LockError>;
 
+    /// Names the set of locks this store shares: two stores (or two handles of one)
+    /// whose locks exclude each other return the same value.
+    fn lock_space(&self) -> String;
+
     /// Who holds `name` now, or `None` when nobody does. Takes nothing.
     fn lock_holder(&self, name: &LockName) -> Result<Option<Holder>, LockError>;
 

@@ -729,6 +729,14 @@ impl StateStore for SqliteStore {
         Ok(HeldLock::new(guard))
     }
 
+    fn lock_space(&self) -> String {
+        let dir = self.lock_dir();
+        std::fs::canonicalize(&dir)
+            .unwrap_or(dir)
+            .display()
+            .to_string()
+    }
+
     fn lock_holder(&self, name: &LockName) -> Result<Option<Holder>, LockError> {
         lock::held_by(&self.lock_dir(), &name.key())
     }

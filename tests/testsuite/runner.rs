@@ -242,9 +242,12 @@ fn a_postgres_state_location_is_refused_and_nothing_is_created() {
         assert!(text.contains("not supported yet"), "{args:?}: {text}");
         assert!(!text.contains("pg-Secret-91"), "{args:?}: {text}");
     }
-    // The same through SMAX_STATE.
+    // The same through SMAX_STATE, with the password in the query this time.
+    let url = "postgresql://smax@127.0.0.1:1/smax?sslmode=disable&password=pg-Secret-92";
     let out = p.run(&["run", "c.yaml", "--new-state"], &[("SMAX_STATE", url)]);
-    assert_eq!(out.status.code(), Some(2), "{}", transcript(&out));
+    let text = transcript(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(!text.contains("pg-Secret-92"), "{text}");
     assert_eq!(listing(), before, "nothing was created");
 }
 
@@ -258,4 +261,36 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     found
+}
+
+#[test]
+fn two_campaigns_of_one_name_in_one_run_are_refused_not_raced() {
+    let (p, _) = project(2, &[("c", "bot-1", 25)]);
+    p.write("copy.yaml", &campaign("c", "bot-2", 25));
+    let sandbox = SandboxProc::start(&[
+        "--bot",
+        &format!("bot-1={TOKEN}"),
+        "--bot",
+        &format!("bot-2={TOKEN}"),
+    ]);
+    let out = p.run(
+        &["run", "c.yaml", "copy.yaml", "--api-url", &sandbox.url],
+        &[],
+    );
+    let text = transcript(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("duplicate-campaign"), "{text}");
+    assert!(text.contains("copy.yaml"), "{text}");
+    // The first of them ran as usual; the second sent nothing.
+    assert_eq!(sandbox.records().len(), 2, "{text}");
+}
+
+#[test]
+fn a_refused_store_gives_its_error_and_no_checkpoint_warning() {
+    let (p, _) = project(2, &[("c", "bot-1", 25)]);
+    let out = p.run(&["run", "c.yaml", "--state", "elsewhere/state.db"], &[]);
+    let text = transcript(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("there is no state store"), "{text}");
+    assert!(!text.contains("write-ahead log"), "{text}");
 }
