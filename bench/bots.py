@@ -15,85 +15,26 @@ Rates come from the sandbox's record (`--record`: one line per request with its 
 bot (`--rate 25`): a 429 from its limiter would show a bot going faster than allowed.
 Results go to stdout as a Markdown table and to bench/out/bots.json.
 """
-import json
 import os
-import signal
-import subprocess
 import sys
 import time
+import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from sending import BIN, ROOT, Sandbox, report, build, campaign as write_campaign, fresh_state, per_second, run_env, say
+
 OUT = os.path.join(ROOT, "bench", "out", "bots")
-BIN = os.path.join(ROOT, "target", "release", "smax-campaign")
-TOKEN = "bench-token"
-
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def audience(rows):
-    path = os.path.join(OUT, f"audience-{rows}.csv")
-    if not os.path.exists(path):
-        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen.py"), OUT, str(rows)],
-                       check=True, stdout=subprocess.DEVNULL)
-    return os.path.basename(path)
 
 
 def campaign(name, bot, rows, rate=25):
-    path = os.path.join(OUT, f"{name}.yaml")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(f"""version: 1
-name: {name}
-bot: {{ id: "{bot}", token_env: BENCH_TOKEN, api: v2 }}
-audience:
-  from:
-    - csv: {audience(rows)}
-  key: "{{{{ customer_id }}}}"
-recipient:
-  customer_id: "{{{{ customer_id }}}}"
-message:
-  tag: ACCOUNT_UPDATE
-  text: "Chào {{{{ first_name }}}}, bạn có {{{{ points }}}} điểm."
-delivery:
-  rate: {rate}
-  retries: 10
-""")
-    return path
-
-
-class Sandbox:
-    def __init__(self, bots):
-        self.record = os.path.join(OUT, "record.jsonl")
-        args = [BIN, "sandbox", "--listen", "127.0.0.1:0", "--rate", "25", "--record", self.record]
-        for bot in bots:
-            args += ["--bot", f"{bot}={TOKEN}"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.url = self.proc.stdout.readline().decode().strip().split(" ")[-1]
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait()
-
-    def records(self):
-        with open(self.record, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-
-def per_second(times):
-    times = sorted(times)
-    return (len(times) - 1) / ((times[-1] - times[0]) / 1e6) if len(times) > 1 else 0.0
+    return write_campaign(OUT, name, bot, rows, f"rate: {rate}\nretries: 10")
 
 
 def run(campaigns, bots):
     """One `run` of every campaign in one process, against a sandbox that knows `bots`."""
-    state = os.path.join(OUT, "state.db")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(state + suffix):
-            os.remove(state + suffix)
-    sandbox = Sandbox(bots)
+    state = fresh_state(os.path.join(OUT, "state.db"))
+    sandbox = Sandbox(OUT, bots, "--rate", "25")
     try:
-        env = dict(os.environ, BENCH_TOKEN=TOKEN, SMAX_API_URL=sandbox.url)
+        env = run_env(sandbox.url)
         start = time.monotonic()
         proc = subprocess.Popen([BIN, "-q", "run", *campaigns, "--state", state, "--new-state"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -126,9 +67,7 @@ def main():
     with open(os.path.join(OUT, "smax.yaml"), "w", encoding="utf-8") as f:
         f.write("state: state.db\n")
     chosen = [a for a in sys.argv[1:] if a in FIGURES] or FIGURES
-    if "--no-build" not in sys.argv:
-        say("building (release)")
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    build()
     results, rows = {}, []
     if "one" in chosen or "four" in chosen:
         say("one: 1 bot × 250 at rate 25")
@@ -156,15 +95,7 @@ def main():
         rows.append(("100 bots × 100 at 25/s, one `run`", f"slowest bot {r['slowest_bot_per_s']}/s, peak RSS {r['peak_rss_mib']} MiB",
                      f"{r['wall_s']} s, {r['accepted']} sent, {r['limiter_429']} × 429, exit {r['exit']}",
                      "bench/bots.py hundred"))
-    saved = os.path.join(ROOT, "bench", "out", "bots.json")
-    if os.path.exists(saved):
-        with open(saved, encoding="utf-8") as f:
-            results = {**json.load(f), **results}
-    with open(saved, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    print("| what | figure | detail | command |\n|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r[:3]) + f" | `{r[3]}` |")
+    report("bots", results, rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Every figure comes from the sandbox's record (`--record`, one line per request w
 its arrival `t_us`), never from the client's own report. Results go to stdout as a
 Markdown table and to bench/out/pacing.json. Needs: cargo, python3, coreutils.
 """
-import json
 import os
 import random
 import signal
@@ -25,84 +24,21 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from sending import BIN, ROOT, Sandbox, report, arg, build, campaign as write_campaign, fresh_state, per_second, run_env, say
+
 OUT = os.path.join(ROOT, "bench", "out", "pacing")
-BIN = os.path.join(ROOT, "target", "release", "smax-campaign")
-TOKEN = "bench-token"
 BOT = "bench-bot"
-
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def arg(name, default):
-    if name in sys.argv:
-        return int(sys.argv[sys.argv.index(name) + 1])
-    return default
-
-
-def audience(rows):
-    path = os.path.join(OUT, f"audience-{rows}.csv")
-    if not os.path.exists(path):
-        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen.py"), OUT, str(rows)],
-                       check=True, stdout=subprocess.DEVNULL)
-    return path
 
 
 def campaign(name, rows, rate=25, concurrency=None):
     """A V2 campaign over `rows` generated customers; no `concurrency` = the default."""
-    source = os.path.basename(audience(rows))
-    extra = f"\n  concurrency: {concurrency}" if concurrency else ""
-    path = os.path.join(OUT, f"{name}.yaml")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(f"""version: 1
-name: {name}
-bot: {{ id: "{BOT}", token_env: BENCH_TOKEN, api: v2 }}
-audience:
-  from:
-    - csv: {source}
-  key: "{{{{ customer_id }}}}"
-recipient:
-  customer_id: "{{{{ customer_id }}}}"
-message:
-  tag: ACCOUNT_UPDATE
-  text: "Chào {{{{ first_name }}}}, bạn có {{{{ points }}}} điểm."
-delivery:
-  rate: {rate}{extra}
-  retries: 10
-  max_failures: "1000000"
-""")
-    return path
-
-
-class Sandbox:
-    def __init__(self, *extra):
-        self.record = os.path.join(OUT, "record.jsonl")
-        self.args = [BIN, "sandbox", "--listen", "127.0.0.1:0", "--bot", f"{BOT}={TOKEN}",
-                     "--record", self.record, *extra]
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.url = self.proc.stdout.readline().decode().strip().split(" ")[-1]
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait()
-
-    def records(self):
-        with open(self.record, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-
-def run_env(url):
-    return dict(os.environ, BENCH_TOKEN=TOKEN, SMAX_API_URL=url)
+    extra = f"\nconcurrency: {concurrency}" if concurrency else ""
+    return write_campaign(OUT, name, BOT, rows,
+                          f"rate: {rate}{extra}\nretries: 10\nmax_failures: \"1000000\"")
 
 
 def state_file(name):
-    path = os.path.join(OUT, f"{name}.db")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    return path
+    return fresh_state(os.path.join(OUT, f"{name}.db"))
 
 
 def most_in_any_second(times):
@@ -114,14 +50,11 @@ def most_in_any_second(times):
     return best
 
 
-def per_second(times):
-    return (len(times) - 1) / ((times[-1] - times[0]) / 1e6) if len(times) > 1 else 0.0
-
 
 def send_run(name, sends, sandbox_args, concurrency=None, load=False):
     """One whole run; the figures from the sandbox's record."""
     path = campaign(name, sends, concurrency=concurrency)
-    sandbox = Sandbox(*sandbox_args)
+    sandbox = Sandbox(OUT, [BOT], *sandbox_args)
     hogs = []
     if load:
         # Both cores busy for the whole run, client and sandbox included.
@@ -158,7 +91,7 @@ def kill_once(i, rng):
     name = "kill"
     path = campaign(name, 2000, concurrency=25)
     state = state_file(name)
-    sandbox = Sandbox("--rate", "25", "--latency", "50")
+    sandbox = Sandbox(OUT, [BOT], "--rate", "25", "--latency", "50")
     try:
         child = subprocess.Popen([BIN, "-q", "run", path, "--state", state, "--new-state"], env=run_env(sandbox.url),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -192,9 +125,7 @@ def main():
     chosen = [a for a in sys.argv[1:] if a in FIGURES] or FIGURES
     sends = arg("--sends", 1500)
     kills = arg("--kills", 10)
-    if "--no-build" not in sys.argv:
-        say("building (release)")
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    build()
     results = {}
     rows = []
     if "rate" in chosen:
@@ -232,16 +163,7 @@ def main():
                      f"unknown never received: max {max(never)}, total {sum(never)}",
                      f"unknown per kill: {min(unknown)}–{max(unknown)} (total {sum(unknown)})",
                      "sandbox --rate 25 --latency 50; run; kill -9 after 2–5 s; state vs record"))
-    # Figures measured by earlier invocations are kept (one figure per key).
-    saved = os.path.join(ROOT, "bench", "out", "pacing.json")
-    if os.path.exists(saved):
-        with open(saved, encoding="utf-8") as f:
-            results = {**json.load(f), **results}
-    with open(saved, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    print("| what | figure | detail | command |\n|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r[:3]) + f" | `{r[3]}` |")
+    report("pacing", results, rows)
 
 
 if __name__ == "__main__":

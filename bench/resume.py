@@ -17,71 +17,29 @@ bench/out/resume.json.
 import json
 import os
 import shutil
+import subprocess
 import signal
 import sqlite3
 import statistics
-import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from sending import ROOT, BIN, Sandbox, arg, build, campaign as write_campaign, fresh_state as no_state, run_env, say
+
 OUT = os.path.join(ROOT, "bench", "out", "resume")
-BIN = os.path.join(ROOT, "target", "release", "smax-campaign")
-TOKEN = "bench-token"
 BOT = "bench-bot"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 
 
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def arg(name, default):
-    if name in sys.argv:
-        return int(sys.argv[sys.argv.index(name) + 1])
-    return default
-
-
-def audience(rows):
-    path = os.path.join(OUT, f"audience-{rows}.csv")
-    if not os.path.exists(path):
-        subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gen.py"), OUT, str(rows)],
-                       check=True, stdout=subprocess.DEVNULL)
-    return path
-
-
 def campaign(rows):
-    path = os.path.join(OUT, "resume.yaml")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(f"""version: 1
-name: resume
-bot: {{ id: "{BOT}", token_env: BENCH_TOKEN, api: v2 }}
-audience:
-  from:
-    - csv: {os.path.basename(audience(rows))}
-  key: "{{{{ customer_id }}}}"
-recipient:
-  customer_id: "{{{{ customer_id }}}}"
-message:
-  tag: ACCOUNT_UPDATE
-  text: "Chào {{{{ first_name }}}}, bạn có {{{{ points }}}} điểm."
-delivery:
-  rate: 25
-""")
-    return path
+    return write_campaign(OUT, "resume", BOT, rows)
 
 
 def one_run(path, state, new_state):
     """(peak RSS MiB, seconds to the first request) of one `run`, stopped 2 s after it."""
-    record = os.path.join(OUT, "record.jsonl")
-    if os.path.exists(record):
-        os.remove(record)
-    sandbox = subprocess.Popen([BIN, "sandbox", "--listen", "127.0.0.1:0", "--bot", f"{BOT}={TOKEN}",
-                                "--rate", "25", "--record", record],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    url = sandbox.stdout.readline().decode().strip().split(" ")[-1]
+    sandbox = Sandbox(OUT, [BOT], "--rate", "25")
+    record = sandbox.record
     try:
-        env = dict(os.environ, BENCH_TOKEN=TOKEN, SMAX_API_URL=url)
+        env = run_env(sandbox.url)
         cmd = [BIN, "-q", "run", path, "--state", state]
         if new_state:
             cmd.append("--new-state")
@@ -103,17 +61,12 @@ def one_run(path, state, new_state):
         if os.waitstatus_to_exitcode(status) not in (0, 1):  # Ctrl-C ends a run with 1
             raise SystemExit(f"run failed ({status}): {' '.join(cmd)}")
     finally:
-        sandbox.send_signal(signal.SIGTERM)
-        sandbox.wait()
+        sandbox.stop()
     return usage.ru_maxrss / 1024.0, first
 
 
 def fresh_state(name):
-    state = os.path.join(OUT, f"{name}.db")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(state + suffix):
-            os.remove(state + suffix)
-    return state
+    return no_state(os.path.join(OUT, f"{name}.db"))
 
 
 def settled_store(path, rows, left):
@@ -145,9 +98,7 @@ def main():
     with open(os.path.join(OUT, "smax.yaml"), "w", encoding="utf-8") as f:
         f.write("state: state.db\n")
     rows, left = arg("--rows", 1_000_000), arg("--left", 1000)
-    if "--no-build" not in sys.argv:
-        say("building (release)")
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    build()
     path = campaign(rows)
     fresh, resumed = [], []
     for i in range(RUNS):

@@ -83,17 +83,15 @@ pub fn register_file(path: &Path) {
     }
 }
 
-/// Registers the passwords of a URL such as `postgres://user:PASSWORD@host/db`,
-/// `http://user:PASSWORD@proxy` or `postgresql://host/db?password=PASSWORD`, or of a
-/// keyword string such as `host=db password=PASSWORD`, if it has any.
-pub fn register_url_password(url: &str) {
-    let mut passwords = Vec::new();
-    if let Some(password) = reqwest::Url::parse(url)
+/// The passwords a connection URL or keyword string carries, as written: the user
+/// part's (`postgres://user:PASSWORD@host/db`, `http://user:PASSWORD@proxy`) and every
+/// `password=` / `sslpassword=` value (`?password=PASSWORD`, `host=db password=PASSWORD`).
+pub fn passwords_in(url: &str) -> Vec<String> {
+    let mut passwords: Vec<String> = reqwest::Url::parse(url)
         .ok()
         .and_then(|u| u.password().map(str::to_owned))
-    {
-        passwords.push(password);
-    }
+        .into_iter()
+        .collect();
     let lower = url.to_ascii_lowercase();
     let mut from = 0;
     while let Some(at) = lower[from..].find("password=") {
@@ -104,10 +102,16 @@ pub fn register_url_password(url: &str) {
         passwords.push(url[value..end].to_owned());
         from = end;
     }
-    for password in passwords.iter().filter(|p| !p.is_empty()) {
+    passwords.retain(|p| !p.is_empty());
+    passwords
+}
+
+/// Registers every password of a URL or keyword string (see [`passwords_in`]).
+pub fn register_url_password(url: &str) {
+    for password in passwords_in(url) {
         // As written (percent-encoded) and as a person would type it.
-        register(password);
-        register(&percent_encoding::percent_decode_str(password).decode_utf8_lossy());
+        register(&password);
+        register(&percent_encoding::percent_decode_str(&password).decode_utf8_lossy());
     }
 }
 

@@ -388,9 +388,15 @@ pub fn load_project(path: &Path) -> Result<Project, Vec<Diagnostic>> {
 
 /// Finds (or takes `explicit`) and loads the project file for a campaign.
 pub fn project_for(campaign: &Path, explicit: Option<&Path>) -> Result<Project, Vec<Diagnostic>> {
+    project_in(campaign.parent().unwrap_or(Path::new(".")), explicit)
+}
+
+/// The project of a command run in `folder`: `explicit` (`--config`), else smax.yaml
+/// found by walking up from `folder`, else none.
+pub fn project_in(folder: &Path, explicit: Option<&Path>) -> Result<Project, Vec<Diagnostic>> {
     let found = match explicit {
         Some(p) => Some(p.to_path_buf()),
-        None => find_project_file(campaign.parent().unwrap_or(Path::new("."))),
+        None => find_project_file(folder),
     };
     match found {
         Some(path) => load_project(&path),

@@ -34,13 +34,14 @@ pub struct GlobalArgs {
         value_name = "URL"
     )]
     pub api_url: Option<String>,
-    /// The state database (default: smax.yaml `state`, else .smax/state.db).
+    /// Where run state lives: a SQLite file (default: smax.yaml `state`, else
+    /// .smax/state.db), or `none` (no resume, no duplicate protection).
     #[arg(
         long,
         global = true,
         env = "SMAX_STATE",
         hide_env_values = true,
-        value_name = "PATH"
+        value_name = "LOCATION"
     )]
     pub state: Option<PathBuf>,
     /// Print less: errors and the final summary only.

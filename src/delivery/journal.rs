@@ -262,3 +262,76 @@ impl JournalHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal whose first write waits for the test's word, and which keeps the
+    /// keys it committed.
+    struct Gated {
+        started: std::sync::mpsc::Sender<()>,
+        release: Option<std::sync::mpsc::Receiver<()>>,
+        committed: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Journal for Gated {
+        fn write(
+            &mut self,
+            attempts: &[Tagged<AttemptEntry>],
+            _: &[Tagged<OutcomeEntry>],
+        ) -> Result<(), JournalError> {
+            if let Some(release) = self.release.take() {
+                let _ = self.started.send(());
+                let _ = release.recv();
+            }
+            let mut committed = self.committed.lock().expect("lock");
+            committed.extend(attempts.iter().map(|a| a.record.key.clone()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_flush_returns_only_once_what_came_before_it_is_committed() {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let (handle, thread) = JournalHandle::start(Box::new(Gated {
+            started: started_tx,
+            release: Some(release_rx),
+            committed: committed.clone(),
+        }))
+        .expect("writer");
+        let run = handle.for_run("r");
+        let attempt = tokio::spawn({
+            let run = run.clone();
+            async move {
+                run.attempted(AttemptEntry {
+                    key: "k1".into(),
+                    file: "a.csv".into(),
+                    row: 2,
+                })
+                .await
+            }
+        });
+        // The writer holds k1's commit until released.
+        tokio::task::spawn_blocking(move || started.recv())
+            .await
+            .expect("joined")
+            .expect("the write started");
+        let flush = tokio::spawn(async move { run.flush().await });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !flush.is_finished(),
+            "a flush waits for the commit before it"
+        );
+        release.send(()).expect("released");
+        flush.await.expect("joined").expect("flushed");
+        assert_eq!(*committed.lock().expect("lock"), ["k1"]);
+        attempt.await.expect("joined").expect("attempted");
+        drop(handle);
+        let _ = thread.join();
+    }
+}

@@ -20,7 +20,7 @@ impl Journal for StateJournal {
                 .iter()
                 .map(|a| {
                     (
-                        a.run.to_string(),
+                        a.run.clone(),
                         Attempt {
                             key: a.record.key.clone(),
                             source: a.record.file.clone(),
@@ -34,7 +34,7 @@ impl Journal for StateJournal {
                 .map(|o| {
                     let outcome = &o.record.outcome;
                     (
-                        o.run.to_string(),
+                        o.run.clone(),
                         OutcomeRecord {
                             key: o.record.key.clone(),
                             class: outcome.class,

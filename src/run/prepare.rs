@@ -42,15 +42,9 @@ impl Inputs {
         if let Some(location) = &self.state {
             return Ok(location.clone());
         }
-        let start = campaign_file
-            .and_then(Path::parent)
-            .unwrap_or(Path::new("."));
-        let project = match &self.config {
-            Some(p) => campaign::load_project(p)?,
-            None => match campaign::find_project_file(start) {
-                Some(p) => campaign::load_project(&p)?,
-                None => Project::none(PathBuf::from(".")),
-            },
+        let project = match campaign_file {
+            Some(file) => campaign::project_for(file, self.config.as_deref())?,
+            None => campaign::project_in(Path::new("."), self.config.as_deref())?,
         };
         Ok(self.state_location(&project))
     }

@@ -130,8 +130,11 @@ mod tests {
     fn a_bots_lock_is_shared_while_held_and_released_after_its_last_campaign() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.db");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
         let (store, _) = crate::state::SqliteStore::create(&path).expect("store");
-        let (other, _) = crate::state::SqliteStore::create(&path).expect("store");
+        // The same store, spelt another way: it shares the locks.
+        let (other, _) =
+            crate::state::SqliteStore::create(&dir.path().join("sub/../state.db")).expect("store");
         let locks = BotLocks::default();
         let first = locks.take("bot-1", &store, None).expect("taken");
         // A second campaign of the bot, through another handle: the same share.

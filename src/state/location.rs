@@ -77,41 +77,19 @@ impl fmt::Display for StateLocation {
     }
 }
 
-/// A connection URL or keyword string as it may be shown: the password of the
-/// user part and any `password=` / `sslpassword=` value replaced by `***`.
+/// A connection URL or keyword string as it may be shown: every password it carries
+/// (see [`crate::redact::passwords_in`]) replaced by `***`.
 fn without_password(url: &str) -> String {
-    let masked = match reqwest::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) if url.contains("://") => {
-            // Not a URL we can read: show its scheme only, never the rest.
-            return format!("{}://…", url.split("://").next().unwrap_or("postgres"));
-        }
-        Err(_) => url.to_owned(),
-    };
-    mask_password_values(&masked)
-}
-
-/// Replaces the value after every `password=` (`sslpassword=` too), up to the next
-/// `&`, space or end, by `***`.
-fn mask_password_values(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.to_ascii_lowercase().find("password=") {
-        let value = at + "password=".len();
-        out.push_str(&rest[..value]);
-        out.push_str("***");
-        let end = rest[value..]
-            .find(['&', ' '])
-            .map_or(rest.len(), |n| value + n);
-        rest = &rest[end..];
+    if url.contains("://") && reqwest::Url::parse(url).is_err() {
+        // Not a URL we can read, so not one whose password we can find: show its
+        // scheme only, never the rest.
+        return format!("{}://…", url.split("://").next().unwrap_or("postgres"));
     }
-    out.push_str(rest);
-    out
+    crate::redact::passwords_in(url)
+        .iter()
+        .fold(url.to_owned(), |shown, password| {
+            shown.replace(password, "***")
+        })
 }
 
 /// A store [`create`] opened, and whether it made it (`false`: it existed).

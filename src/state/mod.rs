@@ -82,8 +82,15 @@ pub trait StateStore: Send {
     ) -> Result<(), StateError>;
 
     /// Every recipient this run has a record for, with its class (empty for an unknown
-    /// run). Keys are [`key_hash`]es.
-    fn prior(&self, run_id: &str) -> Result<PriorDeliveries, StateError>;
+    /// run), by [`key_hash`]. Holds every record in memory: for inspection; a resume
+    /// asks [`Self::handled`].
+    fn prior(&self, run_id: &str) -> Result<PriorDeliveries, StateError> {
+        let mut prior = PriorDeliveries::new();
+        for row in self.deliveries(run_id, &[], None)? {
+            prior.insert(key_hash(&row.key), row.class);
+        }
+        Ok(prior)
+    }
 
     /// The [`key_hash`]es of this run's recipients whose class is one of `classes` (what
     /// a resume skips). Streams the records: never holds them, only 16 bytes a
@@ -99,11 +106,9 @@ pub trait StateStore: Send {
 
     /// [`Self::record_batch`] of one run's attempts.
     fn record_attempts(&mut self, run_id: &str, attempts: &[Attempt]) -> Result<(), StateError> {
+        let run: std::sync::Arc<str> = run_id.into();
         self.record_batch(&JournalBatch {
-            attempts: attempts
-                .iter()
-                .map(|a| (run_id.to_owned(), a.clone()))
-                .collect(),
+            attempts: attempts.iter().map(|a| (run.clone(), a.clone())).collect(),
             outcomes: Vec::new(),
         })
     }
@@ -114,12 +119,10 @@ pub trait StateStore: Send {
         run_id: &str,
         outcomes: &[OutcomeRecord],
     ) -> Result<(), StateError> {
+        let run: std::sync::Arc<str> = run_id.into();
         self.record_batch(&JournalBatch {
             attempts: Vec::new(),
-            outcomes: outcomes
-                .iter()
-                .map(|o| (run_id.to_owned(), o.clone()))
-                .collect(),
+            outcomes: outcomes.iter().map(|o| (run.clone(), o.clone())).collect(),
         })
     }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -546,8 +547,8 @@ impl SortedKeys {
     }
 }
 
-/// Every recipient a run has a record for, by [`key_hash`], with its class: what the
-/// delivery loop consults to decide whether to skip, retry or resend.
+/// Every recipient a run has a record for, by [`key_hash`], with its class
+/// ([`crate::state::StateStore::prior`]).
 #[derive(Debug, Clone, Default)]
 pub struct PriorDeliveries {
     map: HashMap<u128, OutcomeClass, KeyHashBuild>,
@@ -708,6 +709,6 @@ mod tests {
 /// with its run's id) and outcomes.
 #[derive(Debug, Clone, Default)]
 pub struct JournalBatch {
-    pub attempts: Vec<(String, Attempt)>,
-    pub outcomes: Vec<(String, OutcomeRecord)>,
+    pub attempts: Vec<(Arc<str>, Attempt)>,
+    pub outcomes: Vec<(Arc<str>, OutcomeRecord)>,
 }

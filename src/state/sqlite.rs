@@ -20,8 +20,8 @@ use rusqlite::{params, params_from_iter, Connection, ErrorCode, OpenFlags, Optio
 use super::error::StateError;
 use super::lock::{self, HeldLock, Holder, LockError, LockName};
 use super::model::{
-    key_hash, Begin, Counts, DeliveryRow, Fingerprint, JournalBatch, OutcomeClass, PriorDeliveries,
-    RunStart, RunStatus, RunSummary, SortedKeys,
+    key_hash, Begin, Counts, DeliveryRow, Fingerprint, JournalBatch, OutcomeClass, RunStart,
+    RunStatus, RunSummary, SortedKeys,
 };
 use super::StateStore;
 
@@ -715,6 +715,14 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StateError {
     }
 }
 
+/// `AND class IN (?, …)` for `n` classes, or nothing for none (every class).
+fn in_classes(n: usize) -> String {
+    if n == 0 {
+        return String::new();
+    }
+    format!("AND class IN ({})", vec!["?"; n].join(", "))
+}
+
 fn to_i64(what: &str, n: u64) -> Result<i64, StateError> {
     i64::try_from(n).map_err(|_| StateError::Invalid(format!("{what} {n}: too large")))
 }
@@ -875,40 +883,6 @@ impl StateStore for SqliteStore {
         tx.commit().map_err(&e)
     }
 
-    fn prior(&self, run_id: &str) -> Result<PriorDeliveries, StateError> {
-        let mut prior = PriorDeliveries::new();
-        if self.empty {
-            return Ok(prior);
-        }
-        let run = match self.reader().run_pk(run_id) {
-            Ok(run) => run,
-            Err(StateError::UnknownRun { .. }) => return Ok(prior),
-            Err(err) => return Err(err),
-        };
-        let r = self.reader();
-        let e = r.err();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT recipient, class FROM deliveries WHERE run = ?1")
-            .map_err(&e)?;
-        let mut rows = stmt.query([run]).map_err(&e)?;
-        while let Some(row) = rows.next().map_err(&e)? {
-            let key = row
-                .get_ref(0)
-                .map_err(&e)?
-                .as_str()
-                .map_err(|err| r.corrupt(format!("a recipient key is not text: {err}")))?;
-            let hash = key_hash(key);
-            let class = row
-                .get_ref(1)
-                .map_err(&e)?
-                .as_str()
-                .map_err(|err| r.corrupt(format!("a delivery class is not text: {err}")))?;
-            prior.insert(hash, r.class(class)?);
-        }
-        Ok(prior)
-    }
-
     fn handled(&self, run_id: &str, classes: &[OutcomeClass]) -> Result<SortedKeys, StateError> {
         if self.empty || classes.is_empty() {
             return Ok(SortedKeys::default());
@@ -920,8 +894,10 @@ impl StateStore for SqliteStore {
         };
         let r = self.reader();
         let e = r.err();
-        let marks = vec!["?"; classes.len()].join(", ");
-        let filter = format!("FROM deliveries WHERE run = ?1 AND class IN ({marks})");
+        let filter = format!(
+            "FROM deliveries WHERE run = ?1 {}",
+            in_classes(classes.len())
+        );
         let values = || {
             std::iter::once(rusqlite::types::Value::Integer(run)).chain(
                 classes
@@ -1133,12 +1109,7 @@ impl StateStore for SqliteStore {
         let mut classes: Vec<&str> = classes.iter().map(|c| c.as_str()).collect();
         classes.sort_unstable();
         classes.dedup();
-        let filter = if classes.is_empty() {
-            String::new()
-        } else {
-            let marks = vec!["?"; classes.len()].join(", ");
-            format!("AND class IN ({marks})")
-        };
+        let filter = in_classes(classes.len());
         let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         let sql = format!(
             "SELECT recipient, source, source_row, class, attempts, status, platform_text,

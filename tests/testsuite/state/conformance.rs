@@ -254,7 +254,7 @@ pub fn a_batch_is_one_transaction_across_runs<B: Backend>() {
     let (_backend, clock, mut store) = fresh::<B>();
     store.begin_run(&start("a", "hi")).unwrap();
     store.begin_run(&start("b", "hi")).unwrap();
-    let owned = |run: &str| run.to_owned();
+    let owned = |run: &str| -> std::sync::Arc<str> { run.into() };
     let sent = |key: &str| outcome(key, OutcomeClass::Sent, Some(200), None);
 
     store
