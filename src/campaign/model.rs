@@ -303,8 +303,10 @@ pub struct ProjectFile {
     /// Base URL of the API. Default `https://api.smax.bot`; SMAX_API_URL or --api-url override it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
-    /// Run state database, relative to this file. Default `.smax/state.db`;
-    /// SMAX_STATE or --state override it.
+    /// Run state: a SQLite file, relative to this file (default `.smax/state.db`);
+    /// a shared PostgreSQL database, `postgres://USER@HOST:PORT/DB?sslmode=require`
+    /// (keep its password out of this file: PGPASSWORD); or `none`. SMAX_STATE or
+    /// --state override it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// Folders outside the project that audience, suppression and token files

@@ -35,7 +35,9 @@ pub struct GlobalArgs {
     )]
     pub api_url: Option<String>,
     /// Where run state lives: a SQLite file (default: smax.yaml `state`, else
-    /// .smax/state.db), or `none` (no resume, no duplicate protection).
+    /// .smax/state.db), a shared PostgreSQL database
+    /// (`postgres://USER@HOST:PORT/DB?sslmode=require`, password in the URL or
+    /// PGPASSWORD), or `none` (no resume, no duplicate protection).
     #[arg(
         long,
         global = true,

@@ -101,6 +101,25 @@ pub enum StateError {
         run_id: String,
     },
 
+    /// Another process took the run over (its lease moved on) while this one still
+    /// meant to write: nothing of the refused write was recorded.
+    #[error(
+        "run `{run_id}` in {location} was taken over by another process (its lease moved on); \
+         this process recorded nothing more and stopped sending. The other process carries the \
+         run on; `smax-campaign status` shows where it stands"
+    )]
+    LostRun {
+        /// The run id.
+        run_id: String,
+        /// The store, as shown to people.
+        location: String,
+    },
+
+    /// A write that would break what the store already records (e.g. a new attempt
+    /// for a recipient recorded as sent). Nothing of it was recorded.
+    #[error("the state store refused {0}; nothing of this batch was recorded or sent")]
+    Conflict(String),
+
     /// A value the store cannot record (a bug in the caller, not in user input).
     #[error("cannot record {0}")]
     Invalid(String),

@@ -300,7 +300,8 @@ fn read_holder(path: &Path) -> Holder {
     Holder::unknown()
 }
 
-fn host_name() -> String {
+/// This machine's name as holders show it (one word).
+pub(super) fn host_name() -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let host: String = host
         .chars()

@@ -24,6 +24,7 @@ mod error;
 mod location;
 pub mod lock;
 mod model;
+mod postgres;
 mod sqlite;
 
 pub use error::StateError;
@@ -34,6 +35,7 @@ pub use model::{
     KeyHashBuild, KeyHashHasher, KeySet, OutcomeClass, OutcomeRecord, ParseNameError,
     PriorDeliveries, RunStart, RunStatus, RunSummary, SortedKeys,
 };
+pub use postgres::{PostgresStore, PG_SCHEMA_VERSION};
 pub use sqlite::{Durability, SqliteStore, APPLICATION_ID, SCHEMA_VERSION};
 
 /// A durable store of runs and deliveries. Methods that write are transactional: when one

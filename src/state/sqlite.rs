@@ -85,7 +85,8 @@ const SQL_UPSERT_ATTEMPT: &str = "INSERT INTO deliveries
         attempts = attempts + 1,
         status = NULL,
         platform_text = NULL,
-        last_ms = excluded.last_ms";
+        last_ms = excluded.last_ms
+    WHERE class NOT IN ('sent', 'attempted')";
 
 // In an UPDATE every expression reads the row as it was, so `class` below is the class
 // before this outcome: an outcome that closes an attempt replaces the one request that
@@ -723,6 +724,15 @@ fn in_classes(n: usize) -> String {
     format!("AND class IN ({})", vec!["?"; n].join(", "))
 }
 
+/// A new attempt is a compare-and-set on the stored class: never over a recipient
+/// recorded as sent, nor over one in flight.
+pub(super) fn attempt_conflict() -> StateError {
+    StateError::Conflict(
+        "a new attempt for a recipient whose record says it was already sent or is in flight"
+            .to_owned(),
+    )
+}
+
 fn to_i64(what: &str, n: u64) -> Result<i64, StateError> {
     i64::try_from(n).map_err(|_| StateError::Invalid(format!("{what} {n}: too large")))
 }
@@ -966,9 +976,13 @@ impl StateStore for SqliteStore {
             for (run_id, a) in &batch.attempts {
                 let run = pk(run_id)?;
                 let row = to_i64("row", a.row)?;
-                upsert
+                let changed = upsert
                     .execute(params![run, clean(&a.key), clean(&a.source), row, now])
                     .map_err(&e)?;
+                if changed == 0 {
+                    // Dropping the transaction rolls the whole batch back.
+                    return Err(attempt_conflict());
+                }
             }
             let mut update = tx.prepare_cached(SQL_UPDATE_OUTCOME).map_err(&e)?;
             for (run_id, o) in &batch.outcomes {

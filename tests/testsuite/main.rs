@@ -18,6 +18,7 @@ mod runner;
 mod sandbox;
 mod schedule;
 mod schema;
+mod shared_state;
 mod state;
 mod summary;
 mod trust;

@@ -449,6 +449,74 @@ fn the_scheduled_ci_recipes_keep_the_whole_state_folder_and_fail_on_a_lost_save(
     assert!(script.contains("--max-duration"), "{script}");
 }
 
+/// The PostgreSQL variants keep the state in the database: the URL and the password
+/// from secrets (the password apart, in PGPASSWORD), no cache to lose, and a first-run
+/// switch; GitLab picks one of its two jobs by SMAX_STATE, never both.
+#[test]
+fn the_postgres_ci_recipes_take_the_state_and_password_from_secrets() {
+    let text =
+        std::fs::read_to_string(common::repo().join("examples/ci/github-scheduled-postgres.yml"))
+            .expect("recipe");
+    let doc = yaml(&text);
+    let steps = doc["jobs"]["due"]["steps"].as_vec().expect("steps");
+    assert!(
+        !steps.iter().any(|s| s["uses"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("actions/cache"))),
+        "no cache: the database is the state"
+    );
+    let step = steps
+        .iter()
+        .find(|s| {
+            s["run"]
+                .as_str()
+                .is_some_and(|r| r.contains("smax-campaign run --due"))
+        })
+        .expect("the run step");
+    let run = step["run"].as_str().unwrap_or_default();
+    assert!(
+        run.contains("--max-duration") && run.contains("--new-state"),
+        "{run}"
+    );
+    let env = &step["env"];
+    assert_eq!(
+        env["SMAX_STATE"].as_str(),
+        Some("${{ secrets.SMAX_STATE_URL }}")
+    );
+    assert_eq!(
+        env["PGPASSWORD"].as_str(),
+        Some("${{ secrets.SMAX_STATE_PASSWORD }}")
+    );
+
+    let gitlab =
+        std::fs::read_to_string(common::repo().join("examples/ci/gitlab-ci.yml")).expect("recipe");
+    let doc = yaml(&gitlab);
+    let rule = |job: &str| {
+        doc[job]["rules"][0]["if"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        rule("due").contains("$SMAX_STATE !~ /^postgres/"),
+        "{}",
+        rule("due")
+    );
+    assert!(
+        rule("due-postgres").contains("$SMAX_STATE =~ /^postgres/"),
+        "{}",
+        rule("due-postgres")
+    );
+    assert!(doc["due-postgres"]["cache"].is_badvalue());
+    let script = doc["due-postgres"]["script"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        script.contains("--max-duration") && script.contains("--new-state"),
+        "{script}"
+    );
+}
+
 #[test]
 fn a_scheduled_run_handed_over_resumes_after_catch_up_has_passed() {
     // A daily 09:00 occurrence with catch_up 2h, cut by --max-duration, is resumed

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::{customer_ids, customers_csv, transcript, SandboxProc, TempProject};
+use crate::common::{accepted_per_recipient, customers_csv, transcript, SandboxProc, TempProject};
 use smax_campaign::state::{OutcomeClass, SqliteStore, StateStore};
 
 const TOKEN: &str = "resume-token-5b1c";
@@ -37,14 +37,6 @@ fn run(p: &TempProject, args: &[&str], url: &str) -> std::process::Output {
     let env = env(url);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     p.run(args, &env)
-}
-
-fn accepted_per_recipient(sandbox: &SandboxProc) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for id in customer_ids(&sandbox.accepted()) {
-        *m.entry(id).or_insert(0) += 1;
-    }
-    m
 }
 
 fn classes(p: &TempProject, run_id: &str) -> HashMap<String, OutcomeClass> {

@@ -220,7 +220,7 @@ fn campaigns_for_one_bot_share_its_lock_and_its_lowest_rate() {
 }
 
 #[test]
-fn a_postgres_state_location_is_refused_and_nothing_is_created() {
+fn an_unreachable_postgres_is_a_clear_error_and_nothing_is_created() {
     let (p, _) = project(2, &[("c", "bot-1", 25)]);
     let listing = || {
         let mut names: Vec<String> = walk(p.path());
@@ -239,7 +239,8 @@ fn a_postgres_state_location_is_refused_and_nothing_is_created() {
         let out = p.run(&args, &[("SMAX_API_URL", "http://127.0.0.1:9")]);
         let text = transcript(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
-        assert!(text.contains("not supported yet"), "{args:?}: {text}");
+        assert!(text.contains("cannot connect"), "{args:?}: {text}");
+        assert!(text.contains("127.0.0.1:1/smax"), "{args:?}: {text}");
         assert!(!text.contains("pg-Secret-91"), "{args:?}: {text}");
     }
     // The same through SMAX_STATE, with the password in the query this time.

@@ -203,6 +203,15 @@ pub fn customer_ids(records: &[serde_json::Value]) -> Vec<String> {
         .collect()
 }
 
+/// How many messages the sandbox accepted for each V2 `customer_id`.
+pub fn accepted_per_recipient(sandbox: &SandboxProc) -> std::collections::HashMap<String, usize> {
+    let mut per = std::collections::HashMap::new();
+    for id in customer_ids(&sandbox.accepted()) {
+        *per.entry(id).or_insert(0) += 1;
+    }
+    per
+}
+
 /// A CSV audience of `n` customers with ids C0001…
 pub fn customers_csv(n: usize) -> String {
     let mut s = String::from("customer_id,first_name,phone\n");

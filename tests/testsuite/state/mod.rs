@@ -11,15 +11,19 @@
 //!   throughput measurement).
 //! - here: the records the tests write, shared by both.
 //!
+//! - [`postgres`]: `PostgresBackend` (a database of its own per test on the server that
+//!   `SMAX_TEST_DATABASE_URL` names; skipped loudly without one, failed in CI), and what
+//!   only the shared store has (schema versions, migrations under a lock, lease fencing,
+//!   a lost connection, passwords).
+//!
 //! # Adding a backend
 //!
-//! For PostgreSQL (once `state::open` takes `postgres://`): `state/postgres.rs` with a
-//! `PostgresBackend` that implements [`conformance::Backend`] (`fresh` makes an empty
-//! database or schema for one test and drops it when dropped, `location` names it as
-//! `--state` would, `open` returns a store that stamps its records with the given clock),
-//! the line `super::conformance::conformance_tests!(PostgresBackend);` in that file, and
-//! `mod postgres;` below. Every contract test then runs again as `state::postgres::<test>`,
-//! cross-process locks included; what only PostgreSQL has goes beside them in that file.
+//! A `Backend` impl (`fresh` makes an empty place for one test's store and removes it
+//! when dropped, `location` names it as `--state` would, `open` returns a store that
+//! stamps its records with the given clock, `available` says whether it can run here),
+//! the line `super::conformance::conformance_tests!(ItsBackend);` in its file, and a
+//! `mod` line below. Every contract test then runs again for it, cross-process locks
+//! included.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -32,6 +36,7 @@ use smax_campaign::state::{
 };
 
 mod conformance;
+pub mod postgres;
 mod sqlite;
 
 pub const T0: i64 = 1_795_000_000_000; // 2026-11-17T...Z, in milliseconds

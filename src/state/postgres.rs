@@ -1,0 +1,1514 @@
+//! The shared store: a PostgreSQL database (`--state postgres://…`), for CI runners
+//! without a disk of their own and for many machines sending through one record.
+//!
+//! # One connection per process and database
+//!
+//! Every handle this process opens on one database shares one session: one
+//! connection, driven by a thread of its own (so a handle may be used from async code
+//! too). The session carries the process's locks (session advisory locks, which the
+//! server releases when the connection ends, however it ends) and its journal. When
+//! the connection fails, the session is broken for good: the server has let go of
+//! its locks, so nothing more may be written or sent through it, and it never
+//! reconnects. Only once every handle is gone does a new `open` connect again.
+//!
+//! # Fencing
+//!
+//! Taking a run's lock bumps the run's lease epoch (`smax.leases`), and the session
+//! remembers the epoch it got. Every write of that run's records checks the lease,
+//! `FOR SHARE`, in the statement (or transaction) that writes: a takeover's bump
+//! waits for that share lock, so it comes wholly before or after a batch. A batch
+//! that finds a newer epoch writes nothing and fails ([`StateError::LostRun`]); the
+//! journal then refuses everything after it, so the run stops before sending any of
+//! it. A stale writer (a process that lost its session but not its illusions, or
+//! that reaches the server through a pooler) can therefore never record, and so
+//! never send, anything of a run another process now holds.
+//!
+//! # Batches
+//!
+//! A journal batch is one transaction of at most two statements (attempts, then
+//! outcomes), each an `INSERT … SELECT FROM unnest(…) ON CONFLICT …` over the whole
+//! batch, committed with `synchronous_commit = on`. A batch is all or nothing: when
+//! the rows it wrote are fewer than the records it carries (a lost lease, an unknown
+//! run, or a recipient whose stored class forbids a new attempt), it is rolled back
+//! and nothing of it is sent. A new attempt is a compare-and-set on the stored class:
+//! it never overwrites a `sent` record, nor one in flight (`attempted`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use postgres::error::SqlState;
+use postgres::{Client, Config, GenericClient, NoTls};
+
+use super::error::StateError;
+use super::lock::{host_name, HeldLock, Holder, LockError, LockName};
+use super::model::{
+    key_hash, Begin, Counts, DeliveryRow, Fingerprint, JournalBatch, OutcomeClass, RunStart,
+    RunStatus, RunSummary, SortedKeys,
+};
+use super::StateStore;
+
+/// Schema migrations; `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
+/// Append only: a released migration never changes. Times are Unix milliseconds (UTC),
+/// stamped by the client, as in the SQLite store.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, fingerprint history, deliveries, leases, lock holders.
+    "CREATE TABLE smax.runs (
+        id           bigserial PRIMARY KEY,
+        run_id       text   NOT NULL UNIQUE,
+        campaign     text   NOT NULL,
+        occurrence   text,
+        status       text   NOT NULL,
+        started_ms   bigint NOT NULL,
+        finished_ms  bigint,
+        fp_digest    text   NOT NULL,
+        fp_parts     text   NOT NULL,
+        audience     bigint,
+        invalid      bigint
+    );
+    CREATE INDEX runs_by_campaign ON smax.runs (campaign, started_ms);
+    CREATE TABLE smax.fingerprint_history (
+        run          bigint NOT NULL REFERENCES smax.runs (id),
+        replaced_ms  bigint NOT NULL,
+        digest       text   NOT NULL,
+        parts        text   NOT NULL
+    );
+    CREATE INDEX fingerprint_history_by_run ON smax.fingerprint_history (run);
+    CREATE TABLE smax.deliveries (
+        run            bigint  NOT NULL REFERENCES smax.runs (id),
+        recipient      text    NOT NULL,
+        source         text    NOT NULL,
+        source_row     bigint  NOT NULL,
+        class          text    NOT NULL,
+        attempts       integer NOT NULL,
+        status         integer,
+        platform_text  text,
+        first_ms       bigint  NOT NULL,
+        last_ms        bigint  NOT NULL,
+        PRIMARY KEY (run, recipient)
+    );
+    -- Who may write a run's records: the epoch moves on with every takeover.
+    CREATE TABLE smax.leases (
+        run_id    text   PRIMARY KEY,
+        epoch     bigint NOT NULL,
+        pid       bigint NOT NULL,
+        host      text   NOT NULL,
+        since_ms  bigint NOT NULL
+    );
+    -- Names the holder of an advisory lock for error messages; the lock itself is
+    -- the server's (a row whose backend no longer holds the lock means nothing).
+    CREATE TABLE smax.lock_holders (
+        name         text    PRIMARY KEY,
+        backend_pid  integer NOT NULL,
+        pid          bigint  NOT NULL,
+        host         text    NOT NULL,
+        since_ms     bigint  NOT NULL,
+        what         text    NOT NULL
+    );",
+];
+
+/// The schema version this build writes.
+pub const PG_SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The advisory lock migrations run under (transaction-scoped), so that two first
+/// runs never both create the schema.
+const MIGRATION_LOCK: i64 = 0x534D_4158_0000_0001;
+
+const POLL: Duration = Duration::from_millis(50);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SETTLED_TEXT: &str =
+    "no outcome recorded: the process stopped while the request was in flight";
+
+/// The leases this batch is fenced by: a record of a run whose lease this session
+/// holds is written only while the lease's epoch is still the one it got.
+const SQL_FENCE: &str = "fence AS (
+        SELECT l.run_id FROM smax.leases l
+        JOIN unnest($1::text[], $2::bigint[]) AS f (run_id, epoch)
+          ON f.run_id = l.run_id AND f.epoch = l.epoch
+        FOR SHARE OF l
+    )";
+
+const SQL_FENCED: &str = "(r.run_id <> ALL ($1::text[]) OR r.run_id IN (SELECT run_id FROM fence))";
+
+fn sql_attempts() -> String {
+    format!(
+        "WITH {SQL_FENCE}
+        INSERT INTO smax.deliveries AS d
+            (run, recipient, source, source_row, class, attempts, status, platform_text,
+             first_ms, last_ms)
+        SELECT r.id, a.key, a.source, a.source_row, 'attempted', 1, NULL, NULL, $7, $7
+        FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[])
+             AS a (run_id, key, source, source_row)
+        JOIN smax.runs r ON r.run_id = a.run_id
+        WHERE {SQL_FENCED}
+        ON CONFLICT (run, recipient) DO UPDATE SET
+            source = EXCLUDED.source,
+            source_row = EXCLUDED.source_row,
+            class = 'attempted',
+            attempts = d.attempts + 1,
+            status = NULL,
+            platform_text = NULL,
+            last_ms = EXCLUDED.last_ms
+        WHERE d.class NOT IN ('sent', 'attempted')"
+    )
+}
+
+// In ON CONFLICT's SET, `d` is the row as it was, so `d.class` is the class before
+// this outcome: an outcome that closes an attempt replaces the one request that the
+// attempt counted with the real number.
+fn sql_outcomes() -> String {
+    format!(
+        "WITH {SQL_FENCE}
+        INSERT INTO smax.deliveries AS d
+            (run, recipient, source, source_row, class, attempts, status, platform_text,
+             first_ms, last_ms)
+        SELECT r.id, o.key, '', 0, o.class, o.attempts, o.status, o.text, $9, $9
+        FROM unnest($3::text[], $4::text[], $5::text[], $6::integer[], $7::integer[], $8::text[])
+             AS o (run_id, key, class, attempts, status, text)
+        JOIN smax.runs r ON r.run_id = o.run_id
+        WHERE {SQL_FENCED}
+        ON CONFLICT (run, recipient) DO UPDATE SET
+            class = EXCLUDED.class,
+            attempts = CASE WHEN d.class = 'attempted'
+                            THEN d.attempts - 1 + greatest(EXCLUDED.attempts, 1)
+                            ELSE d.attempts + EXCLUDED.attempts END,
+            status = EXCLUDED.status,
+            platform_text = EXCLUDED.platform_text,
+            last_ms = EXCLUDED.last_ms"
+    )
+}
+
+const SQL_RUN_COLUMNS: &str =
+    "id, run_id, campaign, occurrence, status, started_ms, finished_ms, fp_digest, audience, invalid";
+
+type Clock = Box<dyn Fn() -> DateTime<Utc> + Send>;
+
+/// The PostgreSQL implementation of [`StateStore`].
+pub struct PostgresStore {
+    session: Arc<Session>,
+    read_only: bool,
+    now: Clock,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("location", &self.session.shown)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Opens the store in the database at `url` (a `postgres://` URL or a keyword
+    /// string) and upgrades its schema. A database without the schema is
+    /// [`StateError::Missing`]: it is never created on the way. One from a newer
+    /// version is refused.
+    pub fn open(url: &str) -> Result<PostgresStore, StateError> {
+        let session = Session::get(url)?;
+        match session.version()? {
+            None => Err(StateError::Missing {
+                path: PathBuf::from(&session.shown),
+            }),
+            Some(found) if found > PG_SCHEMA_VERSION => Err(future(found)),
+            Some(found) if found < PG_SCHEMA_VERSION => {
+                session.migrate()?;
+                Ok(PostgresStore::wrap(session, false))
+            }
+            Some(_) => Ok(PostgresStore::wrap(session, false)),
+        }
+    }
+
+    /// Creates the schema when the database has none, then opens it; says whether it
+    /// was created. Needs the right to create a schema in the database.
+    pub fn create(url: &str) -> Result<(PostgresStore, bool), StateError> {
+        let session = Session::get(url)?;
+        let created = session.migrate()?;
+        Ok((PostgresStore::wrap(session, false), created))
+    }
+
+    /// Opens the store for reading only; `Ok(None)` when the database has no schema
+    /// (and nothing is created). `plan` and `status` use this.
+    pub fn open_read_only(url: &str) -> Result<Option<PostgresStore>, StateError> {
+        let session = Session::get(url)?;
+        match session.version()? {
+            None => Ok(None),
+            Some(found) if found > PG_SCHEMA_VERSION => Err(future(found)),
+            Some(found) if found < PG_SCHEMA_VERSION => Err(StateError::NeedsUpgrade {
+                path: PathBuf::from(&session.shown),
+                found,
+                supported: PG_SCHEMA_VERSION,
+            }),
+            Some(_) => Ok(Some(PostgresStore::wrap(session, true))),
+        }
+    }
+
+    /// Replaces the clock that stamps records (for deterministic tests).
+    #[must_use]
+    pub fn with_clock(mut self, now: impl Fn() -> DateTime<Utc> + Send + 'static) -> Self {
+        self.now = Box::new(now);
+        self
+    }
+
+    fn wrap(session: Arc<Session>, read_only: bool) -> PostgresStore {
+        PostgresStore {
+            session,
+            read_only,
+            now: Box::new(Utc::now),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        (self.now)().timestamp_millis()
+    }
+
+    fn writable(&self) -> Result<(), StateError> {
+        if self.read_only {
+            return Err(StateError::ReadOnly {
+                path: PathBuf::from(&self.session.shown),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `job` in a transaction that holds this session's lease of `run_id` (when it
+    /// holds one) `FOR SHARE`, and fails with [`StateError::LostRun`] when the lease
+    /// moved on: a write of a run's records never lands after a takeover.
+    fn fenced_write<R: Send + 'static>(
+        &self,
+        run_id: &str,
+        job: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<R, Fail> + Send + 'static,
+    ) -> Result<R, StateError> {
+        self.writable()?;
+        let shown = self.session.shown.clone();
+        let epoch = self.fences(std::iter::once(run_id)).1.pop();
+        let run_id = run_id.to_owned();
+        self.session.call(move |c| {
+            let mut tx = c.transaction()?;
+            check_lease(&mut tx, &run_id, epoch, &shown)?;
+            let result = job(&mut tx)?;
+            tx.commit()?;
+            Ok(result)
+        })
+    }
+
+    /// One fenced `UPDATE` of the run's row (`$1` is the run id); an unknown run is
+    /// [`StateError::UnknownRun`].
+    fn update_run<A, B>(
+        &self,
+        run_id: &str,
+        sql: &'static str,
+        values: (A, B),
+    ) -> Result<(), StateError>
+    where
+        A: postgres::types::ToSql + Sync + Send + 'static,
+        B: postgres::types::ToSql + Sync + Send + 'static,
+    {
+        let id_text = run_id.to_owned();
+        self.fenced_write(run_id, move |tx| {
+            if tx.execute(sql, &[&id_text, &values.0, &values.1])? == 0 {
+                return Err(unknown_run(&id_text));
+            }
+            Ok(())
+        })
+    }
+
+    /// The lease epochs this session holds for `runs` (runs it has not locked are not
+    /// fenced: only the runner's writes are, and it always holds the run's lock).
+    fn fences<'a>(&self, runs: impl Iterator<Item = &'a str>) -> (Vec<String>, Vec<i64>) {
+        let epochs = self
+            .session
+            .epochs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut names = Vec::new();
+        let mut values = Vec::new();
+        for run in runs {
+            if let Some(epoch) = epochs.get(run) {
+                if !names.iter().any(|n: &String| n == run) {
+                    names.push(run.to_owned());
+                    values.push(*epoch);
+                }
+            }
+        }
+        (names, values)
+    }
+}
+
+fn future(found: u32) -> StateError {
+    StateError::FutureVersion {
+        found,
+        supported: PG_SCHEMA_VERSION,
+    }
+}
+
+// ---- the session ----
+
+type Job = Box<dyn FnOnce(&mut Client) -> bool + Send>;
+
+/// One connection, shared by every handle of this process on one database.
+struct Session {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The location as people see it (no password).
+    shown: String,
+    /// What identifies the database's lock space: host, port and database.
+    space: String,
+    /// Why the connection is gone, once it is: every later call fails with it.
+    broken: Arc<Mutex<Option<String>>>,
+    /// Lock keys this process holds (advisory locks are re-entrant within a session;
+    /// two takers in one process must exclude each other all the same).
+    held: Mutex<HashSet<i64>>,
+    /// Run id → the lease epoch this session got when it took the run's lock.
+    epochs: Mutex<HashMap<String, i64>>,
+}
+
+static SESSIONS: OnceLock<Mutex<HashMap<String, Weak<Session>>>> = OnceLock::new();
+
+/// What a job can fail with: the server's error, or a state error of its own.
+enum Fail {
+    Pg(postgres::Error),
+    State(StateError),
+}
+
+impl From<postgres::Error> for Fail {
+    fn from(e: postgres::Error) -> Fail {
+        Fail::Pg(e)
+    }
+}
+
+impl From<StateError> for Fail {
+    fn from(e: StateError) -> Fail {
+        Fail::State(e)
+    }
+}
+
+impl Session {
+    /// The live session for `url`, or a new connection. A broken session is returned
+    /// as it is while any handle still holds it: its holders lost their locks, and a
+    /// fresh connection must not let them carry on as if they had not.
+    fn get(url: &str) -> Result<Arc<Session>, StateError> {
+        let sessions = SESSIONS.get_or_init(Default::default);
+        let mut sessions = sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|_, s| s.strong_count() > 0);
+        if let Some(session) = sessions.get(url).and_then(Weak::upgrade) {
+            return Ok(session);
+        }
+        let session = Arc::new(Session::connect(url)?);
+        sessions.insert(url.to_owned(), Arc::downgrade(&session));
+        Ok(session)
+    }
+
+    fn connect(url: &str) -> Result<Session, StateError> {
+        crate::redact::register_url_password(url);
+        let shown = super::StateLocation::Postgres(url.to_owned()).to_string();
+        let backend = |detail: String| StateError::Backend {
+            path: PathBuf::from(&shown),
+            detail,
+        };
+        let config = config(url).map_err(&backend)?;
+        let space = lock_space(&config);
+        let tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Disable => None,
+            _ => Some(tls_connector()),
+        };
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready) = mpsc::channel::<Result<(), String>>();
+        let broken = Arc::new(Mutex::new(None));
+        let thread = std::thread::Builder::new()
+            .name("postgres".into())
+            .spawn(move || {
+                let connected = match tls {
+                    None => config.connect(NoTls),
+                    Some(tls) => config.connect(tls),
+                };
+                let mut client = match connected.map_err(|e| describe(&e)).and_then(|mut c| {
+                    prepare_session(&mut c)?;
+                    Ok(c)
+                }) {
+                    Ok(client) => client,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                while let Ok(job) = queue.recv() {
+                    if !job(&mut client) {
+                        // The connection is gone: the jobs still queued fail on their own.
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| backend(format!("cannot start the connection's thread: {e}")))?;
+        match ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(detail)) => {
+                let _ = thread.join();
+                return Err(backend(format!(
+                    "cannot connect: {detail}. Check the URL in --state (SMAX_STATE), that the \
+                     server is reachable, and the password (in the URL or PGPASSWORD)"
+                )));
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(backend("the connection's thread ended at start".to_owned()));
+            }
+        }
+        Ok(Session {
+            jobs: Mutex::new(Some(jobs)),
+            thread: Mutex::new(Some(thread)),
+            shown,
+            space,
+            broken,
+            held: Mutex::new(HashSet::new()),
+            epochs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn backend(&self, detail: impl Into<String>) -> StateError {
+        StateError::Backend {
+            path: PathBuf::from(&self.shown),
+            detail: crate::redact::scrub(&detail.into()).into_owned(),
+        }
+    }
+
+    fn lost(&self, why: &str) -> StateError {
+        self.backend(format!(
+            "the connection was lost ({why}); the server has released this process's locks, \
+             so it records and sends nothing more. Run again to resume"
+        ))
+    }
+
+    /// Why the connection is gone, once it is.
+    fn broken_by(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Runs `job` on the session's connection and waits for its answer.
+    fn call<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Client) -> Result<R, Fail> + Send + 'static,
+    ) -> Result<R, StateError> {
+        if let Some(why) = self.broken_by() {
+            return Err(self.lost(&why));
+        }
+        let (answer, answered) = mpsc::sync_channel(1);
+        let broken = self.broken.clone();
+        let wrapped: Job = Box::new(move |client: &mut Client| {
+            let result = job(client);
+            let lost = match &result {
+                Err(Fail::Pg(e)) if connection_lost(e) || client.is_closed() => Some(describe(e)),
+                _ if client.is_closed() => Some("the server closed the connection".to_owned()),
+                _ => None,
+            };
+            let alive = lost.is_none();
+            if let Some(why) = lost {
+                *broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+            }
+            let _ = answer.send(result);
+            alive
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|jobs| jobs.send(wrapped).is_ok())
+            .unwrap_or(false);
+        let result = if sent { answered.recv().ok() } else { None };
+        match result {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(Fail::State(e))) => Err(e),
+            Some(Err(Fail::Pg(e))) => {
+                if let Some(why) = self.broken_by() {
+                    return Err(self.lost(&why));
+                }
+                Err(self.backend(describe(&e)))
+            }
+            None => {
+                let why = "its thread ended".to_owned();
+                *self.broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+                Err(self.lost(&why))
+            }
+        }
+    }
+
+    /// The schema version of the database; `None` when it has no schema.
+    fn version(&self) -> Result<Option<u32>, StateError> {
+        let found = self.call(|c| {
+            let exists: bool = c
+                .query_one("SELECT to_regclass('smax.schema_version') IS NOT NULL", &[])?
+                .get(0);
+            if !exists {
+                return Ok(None);
+            }
+            let version: Option<i32> = c
+                .query_one("SELECT max(version) FROM smax.schema_version", &[])?
+                .get(0);
+            Ok(version)
+        })?;
+        match found {
+            None => Ok(None),
+            Some(v) => u32::try_from(v)
+                .map(Some)
+                .map_err(|_| self.backend(format!("invalid schema version {v}"))),
+        }
+    }
+
+    /// Brings the schema to this build's version, under an advisory lock; says whether
+    /// it created the schema.
+    fn migrate(&self) -> Result<bool, StateError> {
+        let host = host_name();
+        self.call(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            let exists: bool = tx
+                .query_one("SELECT to_regclass('smax.schema_version') IS NOT NULL", &[])?
+                .get(0);
+            if !exists {
+                tx.batch_execute(
+                    "CREATE SCHEMA IF NOT EXISTS smax;
+                     CREATE TABLE smax.schema_version (
+                         version     integer PRIMARY KEY,
+                         applied_ms  bigint  NOT NULL,
+                         applied_by  text    NOT NULL
+                     );",
+                )?;
+            }
+            let version: Option<i32> = tx
+                .query_one("SELECT max(version) FROM smax.schema_version", &[])?
+                .get(0);
+            let version = version.unwrap_or(0);
+            let Ok(from) = usize::try_from(version) else {
+                return Err(Fail::State(StateError::Invalid(format!(
+                    "schema version {version}"
+                ))));
+            };
+            if from > MIGRATIONS.len() {
+                return Err(Fail::State(future(from as u32)));
+            }
+            let by = format!(
+                "smax-campaign {} on {host} (pid {})",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id()
+            );
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
+                tx.batch_execute(sql)?;
+                let v = i32::try_from(i + 1).unwrap_or(i32::MAX);
+                tx.execute(
+                    "INSERT INTO smax.schema_version (version, applied_ms, applied_by)
+                     VALUES ($1, $2, $3)",
+                    &[&v, &Utc::now().timestamp_millis(), &by],
+                )?;
+            }
+            tx.commit()?;
+            Ok(!exists)
+        })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread, which closes the connection; waiting for
+        // it means the server has been told before this returns.
+        drop(self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads the URL (or keyword string) into a client configuration: TCP keepalives
+/// every 30 s, a connect timeout, the password from PGPASSWORD when the URL has none.
+fn config(url: &str) -> Result<Config, String> {
+    // rustls always verifies the server's certificate and name, which is what
+    // libpq's verify-full means; verify-ca asks for no less here.
+    let url = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    let mut config = Config::from_str(&url).map_err(|e| {
+        format!(
+            "not a usable PostgreSQL connection URL ({e}); expected \
+             postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require|verify-full]"
+        )
+    })?;
+    if config.get_password().is_none() {
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            crate::redact::register(&password);
+            config.password(password);
+        }
+    }
+    if config.get_user().is_none() {
+        if let Ok(user) = std::env::var("PGUSER") {
+            config.user(&user);
+        }
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    if config.get_application_name().is_none() {
+        config.application_name("smax-campaign");
+    }
+    Ok(config)
+}
+
+fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+    match tls {
+        Ok(tls) => tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+        // The ring provider supports the default versions; this is unreachable, and a
+        // config with no roots fails the handshake rather than trusting anyone.
+        Err(_) => tokio_postgres_rustls::MakeRustlsConnect::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        ),
+    }
+}
+
+/// Sets up a new session: commits wait for the disk, and a pooler that hands each
+/// transaction to another server session (which would make session locks
+/// meaningless) is refused.
+fn prepare_session(client: &mut Client) -> Result<(), String> {
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .map_err(|e| describe(&e))?;
+    let mut backends = Vec::new();
+    for _ in 0..3 {
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .map_err(|e| describe(&e))?
+            .get(0);
+        backends.push(pid);
+    }
+    if backends.windows(2).any(|w| w[0] != w[1]) {
+        return Err(
+            "the server session changed between two statements: this is a connection \
+             pooler in transaction mode (e.g. PgBouncer pool_mode=transaction), through which \
+             session locks do not hold. Connect to PostgreSQL directly, or through a pool in \
+             session mode"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// True when the error ends the session: the connection closed, or the server ended
+/// it (shut down, restarted, terminated the backend).
+fn connection_lost(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || e.as_db_error().is_some_and(|db| {
+            matches!(db.severity(), "FATAL" | "PANIC") || db.code().code().starts_with("57P")
+        })
+        || e.code().is_none()
+            && std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// A server error in its own words (message, detail, hint), or the client's.
+fn describe(e: &postgres::Error) -> String {
+    let text = match e.as_db_error() {
+        Some(db) => {
+            let mut text = db.message().to_owned();
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; {hint}"));
+            }
+            if *db.code() == SqlState::INSUFFICIENT_PRIVILEGE {
+                text.push_str(
+                    "; the database user needs to create a schema (for `state init`) and to \
+                     read and write the `smax` schema",
+                );
+            }
+            text
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
+    };
+    crate::redact::scrub(&text).into_owned()
+}
+
+fn lock_space(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "postgres://{}:{}/{}",
+        hosts.join(","),
+        ports.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// The advisory lock key of a lock name: a stable 64-bit hash, the same in every
+/// process and every version.
+fn lock_key(name: &LockName) -> i64 {
+    let text = format!("smax-campaign:{}", name.key());
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes()) as i64
+}
+
+// ---- reading ----
+
+fn corrupt(shown: &str, detail: impl Into<String>) -> Fail {
+    Fail::State(StateError::Corrupt {
+        path: PathBuf::from(shown),
+        detail: detail.into(),
+    })
+}
+
+fn time(shown: &str, ms: i64) -> Result<DateTime<Utc>, Fail> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| corrupt(shown, format!("timestamp {ms} out of range")))
+}
+
+fn class(shown: &str, text: &str) -> Result<OutcomeClass, Fail> {
+    text.parse()
+        .map_err(|_| corrupt(shown, format!("unknown delivery class `{text}`")))
+}
+
+fn run_pk(c: &mut impl GenericClient, run_id: &str) -> Result<Option<i64>, Fail> {
+    Ok(
+        c.query_opt("SELECT id FROM smax.runs WHERE run_id = $1", &[&run_id])?
+            .map(|row| row.get(0)),
+    )
+}
+
+fn unknown_run(run_id: &str) -> Fail {
+    Fail::State(StateError::UnknownRun {
+        run_id: run_id.to_owned(),
+    })
+}
+
+/// Reads `SQL_RUN_COLUMNS` rows into summaries, with their counts.
+fn summaries(
+    c: &mut impl GenericClient,
+    shown: &str,
+    rows: Vec<postgres::Row>,
+) -> Result<Vec<RunSummary>, Fail> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let mut counts: HashMap<i64, Counts> = HashMap::new();
+    for row in c.query(
+        "SELECT run, class, count(*) FROM smax.deliveries WHERE run = ANY($1)
+         GROUP BY run, class",
+        &[&ids],
+    )? {
+        let n: i64 = row.get(2);
+        counts
+            .entry(row.get(0))
+            .or_default()
+            .add(class(shown, row.get(1))?, n.unsigned_abs());
+    }
+    rows.into_iter()
+        .map(|r| {
+            let status: String = r.get(4);
+            let finished: Option<i64> = r.get(6);
+            let audience: Option<i64> = r.get(8);
+            let invalid: Option<i64> = r.get(9);
+            Ok(RunSummary {
+                status: status
+                    .parse()
+                    .map_err(|_| corrupt(shown, format!("unknown run status `{status}`")))?,
+                started: time(shown, r.get(5))?,
+                finished: finished.map(|ms| time(shown, ms)).transpose()?,
+                counts: counts.get(&r.get::<_, i64>(0)).copied().unwrap_or_default(),
+                run_id: r.get(1),
+                campaign: r.get(2),
+                occurrence: r.get(3),
+                fingerprint_digest: r.get(7),
+                audience: audience.map(i64::unsigned_abs),
+                invalid: invalid.map(i64::unsigned_abs),
+            })
+        })
+        .collect()
+}
+
+fn parts(shown: &str, json: &str) -> Result<BTreeMap<String, String>, Fail> {
+    serde_json::from_str(json)
+        .map_err(|err| corrupt(shown, format!("unreadable stored fingerprint: {err}")))
+}
+
+/// Every text the store writes passes through here, as in the SQLite store.
+fn clean(text: &str) -> String {
+    crate::redact::scrub(text).into_owned()
+}
+
+fn parts_json(fp: &Fingerprint) -> String {
+    clean(&serde_json::to_string(&fp.parts).unwrap_or_default())
+}
+
+/// Records a new run (`running`, or `missed` and finished at once); `false` when a run
+/// of that id already exists (it is left as it is).
+fn insert_run(
+    c: &mut impl GenericClient,
+    start: &RunStart,
+    fp: &str,
+    now: i64,
+    status: RunStatus,
+) -> Result<bool, Fail> {
+    let finished = (status != RunStatus::Running).then_some(now);
+    Ok(c.query_opt(
+        "INSERT INTO smax.runs (run_id, campaign, occurrence, status, started_ms,
+                                finished_ms, fp_digest, fp_parts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (run_id) DO NOTHING RETURNING id",
+        &[
+            &start.run_id,
+            &start.campaign,
+            &start.occurrence,
+            &status.as_str(),
+            &now,
+            &finished,
+            &start.fingerprint.digest,
+            &fp,
+        ],
+    )?
+    .is_some())
+}
+
+/// Fails unless this session's lease of `run_id` (if it holds one) is still current;
+/// holds the lease row `FOR SHARE` until the transaction ends.
+fn check_lease(
+    tx: &mut postgres::Transaction<'_>,
+    run_id: &str,
+    epoch: Option<i64>,
+    shown: &str,
+) -> Result<(), Fail> {
+    let Some(epoch) = epoch else {
+        return Ok(());
+    };
+    let current: Option<i64> = tx
+        .query_opt(
+            "SELECT epoch FROM smax.leases WHERE run_id = $1 FOR SHARE",
+            &[&run_id],
+        )?
+        .map(|r| r.get(0));
+    if current == Some(epoch) {
+        return Ok(());
+    }
+    Err(Fail::State(StateError::LostRun {
+        run_id: run_id.to_owned(),
+        location: shown.to_owned(),
+    }))
+}
+
+/// Splits records so that no two in one part name the same recipient of the same run
+/// (one statement may not change a row twice); almost always one part.
+fn rounds<T>(items: Vec<T>, id: impl Fn(&T) -> (String, String)) -> Vec<Vec<T>> {
+    type Round<T> = (HashSet<(String, String)>, Vec<T>);
+    let mut parts: Vec<Round<T>> = Vec::new();
+    for item in items {
+        let key = id(&item);
+        match parts.iter_mut().find(|(seen, _)| !seen.contains(&key)) {
+            Some((seen, part)) => {
+                seen.insert(key);
+                part.push(item);
+            }
+            None => parts.push(([key].into_iter().collect(), vec![item])),
+        }
+    }
+    parts.into_iter().map(|(_, part)| part).collect()
+}
+
+/// The guard of an advisory lock: unlocks it on drop (the server does too, when the
+/// connection ends).
+struct PgLockGuard {
+    session: Arc<Session>,
+    key: i64,
+    name: String,
+    run: Option<String>,
+}
+
+impl Drop for PgLockGuard {
+    fn drop(&mut self) {
+        let (key, name) = (self.key, self.name.clone());
+        // Errors cannot be reported from drop; a lost connection released it anyway.
+        let _ = self.session.call(move |c| {
+            c.execute(
+                "DELETE FROM smax.lock_holders WHERE name = $1 AND backend_pid = pg_backend_pid()",
+                &[&name],
+            )?;
+            c.execute("SELECT pg_advisory_unlock($1)", &[&key])?;
+            Ok(())
+        });
+        if let Some(run) = &self.run {
+            self.session
+                .epochs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(run);
+        }
+        self.session
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+fn lock_error(e: StateError) -> LockError {
+    LockError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+impl PostgresStore {
+    /// Who holds the advisory lock `key` (named `name`), per the server.
+    fn holder_of(&self, key: i64, name: &str) -> Result<Option<Holder>, StateError> {
+        let name = name.to_owned();
+        self.session.call(move |c| {
+            let hi = (key >> 32) & 0xFFFF_FFFF;
+            let lo = key & 0xFFFF_FFFF;
+            let row = c.query_opt(
+                "SELECT h.pid, h.host, h.since_ms, h.what
+                 FROM pg_locks l
+                 LEFT JOIN smax.lock_holders h ON h.name = $3 AND h.backend_pid = l.pid
+                 WHERE l.locktype = 'advisory' AND l.granted
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 1
+                 LIMIT 1",
+                &[&hi, &lo, &name],
+            )?;
+            Ok(row.map(|r| {
+                let pid: Option<i64> = r.get(0);
+                let since: Option<i64> = r.get(2);
+                Holder {
+                    pid: pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+                    host: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                    since: since
+                        .and_then(DateTime::from_timestamp_millis)
+                        .unwrap_or(DateTime::UNIX_EPOCH),
+                    what: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                }
+            }))
+        })
+    }
+
+    /// One try at the lock: `Ok(None)` when somebody holds it.
+    fn try_lock(&self, name: &LockName) -> Result<Option<HeldLock>, StateError> {
+        let key = lock_key(name);
+        {
+            let mut held = self.session.held.lock().unwrap_or_else(|e| e.into_inner());
+            if !held.insert(key) {
+                return Ok(None);
+            }
+        }
+        let run = match name {
+            LockName::Run(id) => Some(id.clone()),
+            LockName::Bot(_) => None,
+        };
+        let (lock_name, what, lease_run) = (name.key(), name.to_string(), run.clone());
+        let host = host_name();
+        let got = self.session.call(move |c| {
+            let took: bool = c
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])?
+                .get(0);
+            if !took {
+                return Ok(None);
+            }
+            let now = Utc::now().timestamp_millis();
+            let pid = i64::from(std::process::id());
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO smax.lock_holders (name, backend_pid, pid, host, since_ms, what)
+                 VALUES ($1, pg_backend_pid(), $2, $3, $4, $5)
+                 ON CONFLICT (name) DO UPDATE SET backend_pid = EXCLUDED.backend_pid,
+                     pid = EXCLUDED.pid, host = EXCLUDED.host, since_ms = EXCLUDED.since_ms,
+                     what = EXCLUDED.what",
+                &[&lock_name, &pid, &host, &now, &what],
+            )?;
+            let epoch = match &lease_run {
+                Some(run) => Some(
+                    tx.query_one(
+                        "INSERT INTO smax.leases (run_id, epoch, pid, host, since_ms)
+                         VALUES ($1, 1, $2, $3, $4)
+                         ON CONFLICT (run_id) DO UPDATE SET epoch = smax.leases.epoch + 1,
+                             pid = EXCLUDED.pid, host = EXCLUDED.host,
+                             since_ms = EXCLUDED.since_ms
+                         RETURNING epoch",
+                        &[run, &pid, &host, &now],
+                    )?
+                    .get::<_, i64>(0),
+                ),
+                None => None,
+            };
+            tx.commit()?;
+            Ok(Some(epoch))
+        });
+        let release = || {
+            self.session
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        };
+        match got {
+            Ok(Some(epoch)) => {
+                if let (Some(run), Some(epoch)) = (&run, epoch) {
+                    self.session
+                        .epochs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(run.clone(), epoch);
+                }
+                Ok(Some(HeldLock::new(PgLockGuard {
+                    session: self.session.clone(),
+                    key,
+                    name: name.key(),
+                    run,
+                })))
+            }
+            Ok(None) => {
+                release();
+                Ok(None)
+            }
+            Err(e) => {
+                release();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl StateStore for PostgresStore {
+    fn location(&self) -> String {
+        self.session.shown.clone()
+    }
+
+    fn lock(&self, name: &LockName, wait: Option<Duration>) -> Result<HeldLock, LockError> {
+        let deadline = Instant::now() + wait.unwrap_or_default();
+        loop {
+            if let Some(held) = self.try_lock(name).map_err(lock_error)? {
+                return Ok(held);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let holder = self
+                    .holder_of(lock_key(name), &name.key())
+                    .map_err(lock_error)?;
+                return Err(LockError::Held(holder.unwrap_or_else(|| Holder {
+                    // Released between the try and the look: name ourselves only if
+                    // this process holds it.
+                    pid: 0,
+                    host: String::new(),
+                    since: DateTime::UNIX_EPOCH,
+                    what: String::new(),
+                })));
+            }
+            std::thread::sleep(POLL.min(deadline - now));
+        }
+    }
+
+    fn lock_space(&self) -> String {
+        self.session.space.clone()
+    }
+
+    fn lock_holder(&self, name: &LockName) -> Result<Option<Holder>, LockError> {
+        self.holder_of(lock_key(name), &name.key())
+            .map_err(lock_error)
+    }
+
+    fn checkpoint(&self) -> Result<(), StateError> {
+        // Every commit is already durable on the server (synchronous_commit = on).
+        Ok(())
+    }
+
+    fn begin_run(&mut self, start: &RunStart) -> Result<Begin, StateError> {
+        let now = self.now_ms();
+        let shown = self.session.shown.clone();
+        let start = start.clone();
+        let fp = parts_json(&start.fingerprint);
+        self.fenced_write(&start.run_id.clone(), move |tx| {
+            if insert_run(tx, &start, &fp, now, RunStatus::Running)? {
+                return Ok(Begin::New);
+            }
+            let row = tx.query_one(
+                "SELECT id, status, fp_parts FROM smax.runs WHERE run_id = $1 FOR UPDATE",
+                &[&start.run_id],
+            )?;
+            let (id, status, stored): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+            if status == RunStatus::Missed.as_str() {
+                return Err(Fail::State(StateError::MissedRun {
+                    run_id: start.run_id.clone(),
+                }));
+            }
+            let stored = Fingerprint {
+                digest: String::new(),
+                parts: parts(&shown, &stored)?,
+            };
+            // Compared as stored (scrubbed), as in the SQLite store.
+            let current = Fingerprint {
+                digest: start.fingerprint.digest.clone(),
+                parts: parts(&shown, &fp)?,
+            };
+            let changed = stored.changes_to(&current);
+            let rows = tx.query(
+                &format!("SELECT {SQL_RUN_COLUMNS} FROM smax.runs WHERE id = $1"),
+                &[&id],
+            )?;
+            let previous = summaries(tx, &shown, rows)?
+                .pop()
+                .ok_or_else(|| corrupt(&shown, "a run vanished while being read"))?;
+            if changed.is_empty() {
+                tx.execute(
+                    "UPDATE smax.runs SET status = 'running', finished_ms = NULL WHERE id = $1",
+                    &[&id],
+                )?;
+            }
+            Ok(Begin::Resumed {
+                previous: Box::new(previous),
+                changed,
+            })
+        })
+    }
+
+    fn accept_fingerprint(
+        &mut self,
+        run_id: &str,
+        fingerprint: &Fingerprint,
+    ) -> Result<(), StateError> {
+        let now = self.now_ms();
+        let (id_text, digest, fp) = (
+            run_id.to_owned(),
+            fingerprint.digest.clone(),
+            parts_json(fingerprint),
+        );
+        self.fenced_write(run_id, move |tx| {
+            let row = tx.query_opt(
+                "SELECT id, status FROM smax.runs WHERE run_id = $1 FOR UPDATE",
+                &[&id_text],
+            )?;
+            let Some(row) = row else {
+                return Err(unknown_run(&id_text));
+            };
+            let (id, status): (i64, String) = (row.get(0), row.get(1));
+            if status == RunStatus::Missed.as_str() {
+                return Err(Fail::State(StateError::MissedRun { run_id: id_text }));
+            }
+            tx.execute(
+                "INSERT INTO smax.fingerprint_history (run, replaced_ms, digest, parts)
+                 SELECT id, $2, fp_digest, fp_parts FROM smax.runs WHERE id = $1",
+                &[&id, &now],
+            )?;
+            tx.execute(
+                "UPDATE smax.runs SET fp_digest = $2, fp_parts = $3, status = 'running',
+                        finished_ms = NULL
+                 WHERE id = $1",
+                &[&id, &digest, &fp],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn handled(&self, run_id: &str, classes: &[OutcomeClass]) -> Result<SortedKeys, StateError> {
+        if classes.is_empty() {
+            return Ok(SortedKeys::default());
+        }
+        let run_id = run_id.to_owned();
+        let classes: Vec<String> = classes.iter().map(|c| c.as_str().to_owned()).collect();
+        let hashes = self.session.call(move |c| {
+            let Some(run) = run_pk(c, &run_id)? else {
+                return Ok(Vec::new());
+            };
+            // Counted first, so that the hashes take exactly their room.
+            let count: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM smax.deliveries WHERE run = $1 AND class = ANY($2)",
+                    &[&run, &classes],
+                )?
+                .get(0);
+            let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+            let params: [&(dyn postgres::types::ToSql + Sync); 2] = [&run, &classes];
+            let mut rows = c.query_raw(
+                "SELECT recipient FROM smax.deliveries WHERE run = $1 AND class = ANY($2)",
+                params,
+            )?;
+            while let Some(row) = postgres::fallible_iterator::FallibleIterator::next(&mut rows)? {
+                hashes.push(key_hash(row.get::<_, &str>(0)));
+            }
+            Ok(hashes)
+        })?;
+        Ok(SortedKeys::new(hashes))
+    }
+
+    fn record_batch(&mut self, batch: &JournalBatch) -> Result<(), StateError> {
+        if batch.attempts.is_empty() && batch.outcomes.is_empty() {
+            return Ok(());
+        }
+        self.writable()?;
+        let now = self.now_ms();
+        let shown = self.session.shown.clone();
+        let runs = batch
+            .attempts
+            .iter()
+            .map(|(r, _)| &**r)
+            .chain(batch.outcomes.iter().map(|(r, _)| &**r));
+        let (fenced, epochs) = self.fences(runs);
+        let mut named: Vec<String> = batch
+            .attempts
+            .iter()
+            .map(|(r, _)| r.to_string())
+            .chain(batch.outcomes.iter().map(|(r, _)| r.to_string()))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let attempts = rounds(batch.attempts.clone(), |(r, a)| {
+            (r.to_string(), clean(&a.key))
+        });
+        let outcomes = rounds(batch.outcomes.clone(), |(r, o)| {
+            (r.to_string(), clean(&o.key))
+        });
+        for part in &attempts {
+            for (_, a) in part {
+                i64::try_from(a.row)
+                    .map_err(|_| StateError::Invalid(format!("row {}: too large", a.row)))?;
+            }
+        }
+        self.session.call(move |c| {
+            let mut tx = c.transaction()?;
+            let mut written = 0u64;
+            let mut expected = 0u64;
+            for part in attempts {
+                expected += part.len() as u64;
+                let run: Vec<String> = part.iter().map(|(r, _)| r.to_string()).collect();
+                let key: Vec<String> = part.iter().map(|(_, a)| clean(&a.key)).collect();
+                let source: Vec<String> = part.iter().map(|(_, a)| clean(&a.source)).collect();
+                let row: Vec<i64> = part
+                    .iter()
+                    .map(|(_, a)| i64::try_from(a.row).unwrap_or(i64::MAX))
+                    .collect();
+                written += tx.execute(
+                    &sql_attempts(),
+                    &[&fenced, &epochs, &run, &key, &source, &row, &now],
+                )?;
+            }
+            for part in outcomes {
+                expected += part.len() as u64;
+                let run: Vec<String> = part.iter().map(|(r, _)| r.to_string()).collect();
+                let key: Vec<String> = part.iter().map(|(_, o)| clean(&o.key)).collect();
+                let class: Vec<&str> = part.iter().map(|(_, o)| o.class.as_str()).collect();
+                let tries: Vec<i32> = part
+                    .iter()
+                    .map(|(_, o)| i32::try_from(o.attempts).unwrap_or(i32::MAX))
+                    .collect();
+                let status: Vec<Option<i32>> =
+                    part.iter().map(|(_, o)| o.status.map(i32::from)).collect();
+                let text: Vec<Option<String>> = part
+                    .iter()
+                    .map(|(_, o)| o.platform_text.as_deref().map(clean))
+                    .collect();
+                written += tx.execute(
+                    &sql_outcomes(),
+                    &[
+                        &fenced, &epochs, &run, &key, &class, &tries, &status, &text, &now,
+                    ],
+                )?;
+            }
+            if written == expected {
+                tx.commit()?;
+                return Ok(());
+            }
+            // Not everything was written: say why, and write none of it.
+            let why = batch_refusal(&mut tx, &named, &fenced, &epochs, &shown)?;
+            tx.rollback()?;
+            Err(Fail::State(why))
+        })
+    }
+
+    fn settle_in_flight(&mut self, run_id: &str) -> Result<u64, StateError> {
+        let now = self.now_ms();
+        let id_text = run_id.to_owned();
+        self.fenced_write(run_id, move |tx| {
+            let Some(run) = run_pk(tx, &id_text)? else {
+                return Err(unknown_run(&id_text));
+            };
+            Ok(tx.execute(
+                "UPDATE smax.deliveries SET class = 'unknown', status = NULL,
+                        platform_text = $2, last_ms = $3
+                 WHERE run = $1 AND class = 'attempted'",
+                &[&run, &SETTLED_TEXT, &now],
+            )?)
+        })
+    }
+
+    fn finish_run(&mut self, run_id: &str, status: RunStatus) -> Result<(), StateError> {
+        let finished = (status != RunStatus::Running).then_some(self.now_ms());
+        self.update_run(
+            run_id,
+            "UPDATE smax.runs SET status = $2, finished_ms = $3 WHERE run_id = $1",
+            (status.as_str().to_owned(), finished),
+        )
+    }
+
+    fn record_plan(&mut self, run_id: &str, audience: u64, invalid: u64) -> Result<(), StateError> {
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.update_run(
+            run_id,
+            "UPDATE smax.runs SET audience = $2, invalid = $3 WHERE run_id = $1",
+            (as_i64(audience), Some(as_i64(invalid))),
+        )
+    }
+
+    fn record_missed(&mut self, start: &RunStart) -> Result<(), StateError> {
+        self.writable()?;
+        let now = self.now_ms();
+        let start = start.clone();
+        let fp = parts_json(&start.fingerprint);
+        // A run that already exists (started, or already recorded as missed) is kept.
+        self.session
+            .call(move |c| insert_run(c, &start, &fp, now, RunStatus::Missed).map(drop))
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunSummary>, StateError> {
+        let shown = self.session.shown.clone();
+        let run_id = run_id.to_owned();
+        self.session.call(move |c| {
+            let rows = c.query(
+                &format!("SELECT {SQL_RUN_COLUMNS} FROM smax.runs WHERE run_id = $1"),
+                &[&run_id],
+            )?;
+            Ok(summaries(c, &shown, rows)?.pop())
+        })
+    }
+
+    fn runs(&self, campaign: Option<&str>) -> Result<Vec<RunSummary>, StateError> {
+        let shown = self.session.shown.clone();
+        let campaign = campaign.map(str::to_owned);
+        self.session.call(move |c| {
+            let rows = c.query(
+                &format!(
+                    "SELECT {SQL_RUN_COLUMNS} FROM smax.runs
+                     WHERE $1::text IS NULL OR campaign = $1
+                     ORDER BY started_ms DESC, id DESC"
+                ),
+                &[&campaign],
+            )?;
+            summaries(c, &shown, rows)
+        })
+    }
+
+    fn deliveries(
+        &self,
+        run_id: &str,
+        classes: &[OutcomeClass],
+        limit: Option<usize>,
+    ) -> Result<Vec<DeliveryRow>, StateError> {
+        let shown = self.session.shown.clone();
+        let run_id = run_id.to_owned();
+        let classes: Vec<String> = classes.iter().map(|c| c.as_str().to_owned()).collect();
+        let limit = limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.session.call(move |c| {
+            let Some(run) = run_pk(c, &run_id)? else {
+                return Ok(Vec::new());
+            };
+            // Byte order, as SQLite sorts text, whatever the database's collation.
+            let rows = c.query(
+                "SELECT recipient, source, source_row, class, attempts, status, platform_text,
+                        first_ms, last_ms
+                 FROM smax.deliveries
+                 WHERE run = $1 AND (cardinality($2::text[]) = 0 OR class = ANY($2))
+                 ORDER BY first_ms, source COLLATE \"C\", source_row, recipient COLLATE \"C\"
+                 LIMIT $3",
+                &[&run, &classes, &limit],
+            )?;
+            rows.into_iter()
+                .map(|r| {
+                    let row: i64 = r.get(2);
+                    let attempts: i32 = r.get(4);
+                    let status: Option<i32> = r.get(5);
+                    Ok(DeliveryRow {
+                        key: r.get(0),
+                        source: r.get(1),
+                        row: u64::try_from(row)
+                            .map_err(|_| corrupt(&shown, format!("negative row {row}")))?,
+                        class: class(&shown, r.get(3))?,
+                        attempts: u32::try_from(attempts)
+                            .map_err(|_| corrupt(&shown, format!("attempt count {attempts}")))?,
+                        status: status
+                            .map(|s| {
+                                u16::try_from(s)
+                                    .map_err(|_| corrupt(&shown, format!("HTTP status {s}")))
+                            })
+                            .transpose()?,
+                        platform_text: r.get(6),
+                        first_attempt: time(&shown, r.get(7))?,
+                        last_update: time(&shown, r.get(8))?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// Why a batch wrote fewer rows than it carries: a run it names does not exist, a
+/// lease moved on, or a recipient's stored class forbids a new attempt.
+fn batch_refusal(
+    tx: &mut postgres::Transaction<'_>,
+    named: &[String],
+    fenced: &[String],
+    epochs: &[i64],
+    shown: &str,
+) -> Result<StateError, Fail> {
+    let existing: HashSet<String> = tx
+        .query(
+            "SELECT run_id FROM smax.runs WHERE run_id = ANY($1)",
+            &[&named],
+        )?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(missing) = named.iter().find(|r| !existing.contains(*r)) {
+        return Ok(StateError::UnknownRun {
+            run_id: missing.clone(),
+        });
+    }
+    for (run_id, epoch) in fenced.iter().zip(epochs) {
+        let current: Option<i64> = tx
+            .query_opt("SELECT epoch FROM smax.leases WHERE run_id = $1", &[run_id])?
+            .map(|r| r.get(0));
+        if current != Some(*epoch) {
+            return Ok(StateError::LostRun {
+                run_id: run_id.clone(),
+                location: shown.to_owned(),
+            });
+        }
+    }
+    Ok(super::sqlite::attempt_conflict())
+}
