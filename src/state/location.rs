@@ -36,6 +36,9 @@ impl StateLocation {
         // A libpq keyword string (`host=db password=…`) is no file name either.
         let keywords = scheme.is_none() && lossy.contains("password=");
         if matches!(scheme.as_deref(), Some("postgres" | "postgresql")) || keywords {
+            // Registered here, where the text becomes a location: every later output
+            // is scrubbed of it, whatever path it takes.
+            super::postgres::register_password(&lossy);
             return StateLocation::Postgres(lossy.into_owned());
         }
         StateLocation::File(base.join(text))
@@ -70,19 +73,11 @@ impl fmt::Display for StateLocation {
     }
 }
 
-/// A connection URL or keyword string as it may be shown: every password it carries
-/// (see [`crate::redact::passwords_in`]) replaced by `***`.
+/// A connection URL or keyword string as it may be shown: rebuilt from what it names
+/// (user, hosts, ports, database), with `***` for a password, never the text itself;
+/// one that cannot be read shows its scheme only.
 fn without_password(url: &str) -> String {
-    if url.contains("://") && reqwest::Url::parse(url).is_err() {
-        // Not a URL we can read, so not one whose password we can find: show its
-        // scheme only, never the rest.
-        return format!("{}://…", url.split("://").next().unwrap_or("postgres"));
-    }
-    crate::redact::passwords_in(url)
-        .iter()
-        .fold(url.to_owned(), |shown, password| {
-            shown.replace(password, "***")
-        })
+    super::postgres::shown(url)
 }
 
 /// A store [`create`] opened, and whether it made it (`false`: it existed).
@@ -170,16 +165,23 @@ mod tests {
         assert!(!garbled.to_string().contains("s3cret"));
         for url in [
             "postgresql://app@db/smax?password=s3cret&sslmode=require",
-            "postgres://app@db/smax?sslmode=require&sslpassword=s3cret",
             "host=db user=app password=s3cret dbname=smax",
+            "host=db user=app password='s3cret horse battery' dbname=smax",
+            "postgres://app:s3cret;horse@db/smax",
+            "postgres://app:s3cret%20horse@db/smax",
         ] {
             let location = StateLocation::parse(OsStr::new(url), Path::new("/p"));
             assert!(matches!(location, StateLocation::Postgres(_)), "{url}");
             for shown in [location.to_string(), format!("{location:?}")] {
                 assert!(!shown.contains("s3cret"), "{shown}");
-                assert!(shown.contains("password=***"), "{shown}");
+                assert!(!shown.contains("horse"), "{shown}");
+                assert!(shown.contains("app:***@db"), "{shown}");
+                assert!(shown.contains("/smax"), "{shown}");
             }
         }
+        let location =
+            StateLocation::parse(OsStr::new("postgres://app@db:6432/smax"), Path::new("/p"));
+        assert_eq!(location.to_string(), "postgres://app@db:6432/smax");
     }
 
     #[test]

@@ -179,6 +179,9 @@ pub enum LockError {
     /// Another process (or another handle in this one) holds it.
     #[error("held by {0}")]
     Held(Holder),
+    /// The store that keeps the lock failed (e.g. its connection was lost).
+    #[error("{0}")]
+    Store(Box<crate::state::StateError>),
     /// The lock file could not be created or locked.
     #[error("cannot use the lock file {path}: {source}")]
     Io {
@@ -215,7 +218,11 @@ pub fn acquire(
         .truncate(false)
         .open(&path)
         .map_err(io)?;
-    let deadline = Instant::now() + wait.unwrap_or_default().max(GRACE);
+    let start = Instant::now();
+    // An absurd wait (`--wait-lock 500000000y`) waits as long as the clock can count.
+    let deadline = start
+        .checked_add(wait.unwrap_or_default().max(GRACE))
+        .unwrap_or_else(|| start + Duration::from_secs(u64::from(u32::MAX)));
     loop {
         if FileExt::try_lock_exclusive(&file).map_err(io)? {
             let me = Holder {

@@ -122,6 +122,7 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 
 const SETTLED_TEXT: &str =
     "no outcome recorded: the process stopped while the request was in flight";
@@ -370,7 +371,11 @@ struct Session {
     epochs: Mutex<HashMap<String, i64>>,
 }
 
-static SESSIONS: OnceLock<Mutex<HashMap<String, Weak<Session>>>> = OnceLock::new();
+/// URL → its session's slot. A slot is locked while its URL connects, so one URL
+/// never gets two sessions in one process, and other URLs need not wait for it.
+static SESSIONS: OnceLock<Mutex<HashMap<String, SessionSlot>>> = OnceLock::new();
+
+type SessionSlot = Arc<Mutex<Weak<Session>>>;
 
 /// What a job can fail with: the server's error, or a state error of its own.
 enum Fail {
@@ -395,29 +400,46 @@ impl Session {
     /// as it is while any handle still holds it: its holders lost their locks, and a
     /// fresh connection must not let them carry on as if they had not.
     fn get(url: &str) -> Result<Arc<Session>, StateError> {
-        let sessions = SESSIONS.get_or_init(Default::default);
-        let mut sessions = sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.retain(|_, s| s.strong_count() > 0);
-        if let Some(session) = sessions.get(url).and_then(Weak::upgrade) {
+        let slot = {
+            let sessions = SESSIONS.get_or_init(Default::default);
+            let mut sessions = sessions.lock().unwrap_or_else(|e| e.into_inner());
+            sessions.retain(|_, slot| {
+                // A slot being connected (locked) is kept; never waited for here.
+                Arc::strong_count(slot) > 1
+                    || slot
+                        .try_lock()
+                        .map(|weak| weak.strong_count() > 0)
+                        .unwrap_or(true)
+            });
+            sessions.entry(url.to_owned()).or_default().clone()
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = slot.upgrade() {
             return Ok(session);
         }
         let session = Arc::new(Session::connect(url)?);
-        sessions.insert(url.to_owned(), Arc::downgrade(&session));
+        *slot = Arc::downgrade(&session);
         Ok(session)
     }
 
     fn connect(url: &str) -> Result<Session, StateError> {
-        crate::redact::register_url_password(url);
-        let shown = super::StateLocation::Postgres(url.to_owned()).to_string();
+        register_password(url);
+        let shown = shown(url);
         let backend = |detail: String| StateError::Backend {
             path: PathBuf::from(&shown),
             detail,
         };
-        let config = config(url).map_err(&backend)?;
+        let (config, root_cert) = config(url).map_err(&backend)?;
         let space = lock_space(&config);
         let tls = match config.get_ssl_mode() {
             postgres::config::SslMode::Disable => None,
-            _ => Some(tls_connector()),
+            _ => {
+                let extra = match &root_cert {
+                    Some(path) => root_certs(path).map_err(&backend)?,
+                    None => Vec::new(),
+                };
+                Some(tls_connector(extra))
+            }
         };
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready_tx, ready) = mpsc::channel::<Result<(), String>>();
@@ -631,18 +653,15 @@ impl Drop for Session {
 
 /// Reads the URL (or keyword string) into a client configuration: TCP keepalives
 /// every 30 s, a connect timeout, the password from PGPASSWORD when the URL has none.
-fn config(url: &str) -> Result<Config, String> {
-    // rustls always verifies the server's certificate and name, which is what
-    // libpq's verify-full means; verify-ca asks for no less here.
-    let url = url
-        .replace("sslmode=verify-full", "sslmode=require")
-        .replace("sslmode=verify-ca", "sslmode=require");
-    let mut config = Config::from_str(&url).map_err(|e| {
+fn config(url: &str) -> Result<(Config, Option<String>), String> {
+    let (mut config, root_cert) = parse(url).map_err(|e| {
         format!(
-            "not a usable PostgreSQL connection URL ({e}); expected \
-             postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require|verify-full]"
+            "not a usable PostgreSQL connection URL ({}); expected \
+             postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require|verify-full][&sslrootcert=FILE]",
+            chain(&e)
         )
     })?;
+    let root_cert = root_cert.or_else(|| std::env::var("PGSSLROOTCERT").ok());
     if config.get_password().is_none() {
         if let Ok(password) = std::env::var("PGPASSWORD") {
             crate::redact::register(&password);
@@ -657,21 +676,174 @@ fn config(url: &str) -> Result<Config, String> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
+    // Keepalives find a silent peer while idle; the user timeout finds one while a
+    // write waits for its acknowledgement (a partition mid-batch), instead of the
+    // kernel's quarter of an hour.
     config
         .keepalives(true)
         .keepalives_idle(KEEPALIVE_IDLE)
         .keepalives_interval(KEEPALIVE_INTERVAL)
-        .keepalives_retries(KEEPALIVE_RETRIES);
+        .keepalives_retries(KEEPALIVE_RETRIES)
+        .tcp_user_timeout(TCP_USER_TIMEOUT);
     if config.get_application_name().is_none() {
         config.application_name("smax-campaign");
     }
-    Ok(config)
+    Ok((config, root_cert))
 }
 
-fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
-    let roots = rustls::RootCertStore {
+/// Reads a URL or keyword string as the client takes it: `sslrootcert` taken out (the
+/// client does not know it; it is ours to load), and libpq's verify-full and verify-ca
+/// read as require (rustls always verifies the certificate and the host name).
+fn parse(url: &str) -> Result<(Config, Option<String>), postgres::Error> {
+    let (url, root_cert) = take_option(url, "sslrootcert");
+    let url = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    Ok((Config::from_str(&url)?, root_cert))
+}
+
+/// `text` without its option `name` (a URL query parameter or a keyword), and the
+/// option's value.
+fn take_option(text: &str, name: &str) -> (String, Option<String>) {
+    let prefix = format!("{name}=");
+    if text.contains("://") {
+        let Some((base, query)) = text.split_once('?') else {
+            return (text.to_owned(), None);
+        };
+        let mut value = None;
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|part| match part.strip_prefix(&prefix) {
+                Some(v) => {
+                    value = Some(
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    );
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let text = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return (text, value);
+    }
+    let mut value = None;
+    let kept: Vec<&str> = text
+        .split(' ')
+        .filter(|word| match word.strip_prefix(&prefix) {
+            Some(v) => {
+                value = Some(v.trim_matches('\'').to_owned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    (kept.join(" "), value)
+}
+
+/// Registers the password a URL or keyword string carries (as the client reads it:
+/// quoted, percent-encoded or not) with the scrubber.
+pub(super) fn register_password(url: &str) {
+    crate::redact::register_url_password(url);
+    if let Ok((config, _)) = parse(url) {
+        if let Some(password) = config.get_password() {
+            crate::redact::register(&String::from_utf8_lossy(password));
+        }
+    }
+}
+
+/// How a URL or keyword string is shown: rebuilt from what it names, `***` for a
+/// password; the scheme only when it cannot be read.
+pub(super) fn shown(url: &str) -> String {
+    let Ok((config, _)) = parse(url) else {
+        return "postgres://…".to_owned();
+    };
+    let mut text = String::from("postgres://");
+    let user = config.get_user().unwrap_or("");
+    text.push_str(user);
+    if config.get_password().is_some() {
+        text.push_str(":***");
+    }
+    if !user.is_empty() || config.get_password().is_some() {
+        text.push('@');
+    }
+    text.push_str(&hosts(&config));
+    if let Some(db) = config.get_dbname() {
+        text.push('/');
+        text.push_str(db);
+    }
+    text
+}
+
+fn hosts(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    if ports.is_empty() {
+        hosts.join(",")
+    } else {
+        format!("{}:{}", hosts.join(","), ports.join(","))
+    }
+}
+
+/// An error and its causes, in one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(&format!(": {more}"));
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Largest `sslrootcert` file read.
+const MAX_ROOT_CERT_BYTES: u64 = 1 << 20;
+
+/// The certificates of a PEM file (`sslrootcert`, PGSSLROOTCERT): a private CA's, or a
+/// cloud provider's bundle. Named in errors by path only, never by content.
+fn root_certs(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_ROOT_CERT_BYTES).read_to_end(&mut bytes))
+        .map_err(|e| {
+            format!(
+                "cannot read sslrootcert {path}: {}",
+                crate::human::io_reason(&e)
+            )
+        })?;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("sslrootcert {path} holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+fn tls_connector(
+    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> tokio_postgres_rustls::MakeRustlsConnect {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    roots.add_parsable_certificates(extra);
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -693,9 +865,22 @@ fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
 /// transaction to another server session (which would make session locks
 /// meaningless) is refused.
 fn prepare_session(client: &mut Client) -> Result<(), String> {
+    // Commits wait for the server's disk; our statements are bounded by design, so a
+    // role's statement timeout must not cut a long read (a resume of a million
+    // recipients) short; and a role's idle timeout must not end a session that holds
+    // locks through a send window's pause (PostgreSQL 14 and later know it).
     client
-        .batch_execute("SET synchronous_commit = on")
+        .batch_execute("SET synchronous_commit = on; SET statement_timeout = 0")
         .map_err(|e| describe(&e))?;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .map_err(|e| describe(&e))?
+        .get(0);
+    if version >= 140_000 {
+        client
+            .batch_execute("SET idle_session_timeout = 0")
+            .map_err(|e| describe(&e))?;
+    }
     let mut backends = Vec::new();
     for _ in 0..3 {
         let pid: i32 = client
@@ -746,33 +931,15 @@ fn describe(e: &postgres::Error) -> String {
             }
             text
         }
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
-        }
+        None => chain(e),
     };
     crate::redact::scrub(&text).into_owned()
 }
 
 fn lock_space(config: &Config) -> String {
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
-    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
     format!(
-        "postgres://{}:{}/{}",
-        hosts.join(","),
-        ports.join(","),
+        "postgres://{}/{}",
+        hosts(config),
         config.get_dbname().unwrap_or("")
     )
 }
@@ -946,6 +1113,45 @@ fn rounds<T>(items: Vec<T>, id: impl Fn(&T) -> (String, String)) -> Vec<Vec<T>> 
     parts.into_iter().map(|(_, part)| part).collect()
 }
 
+/// Names this process as the holder of lock `name`, and bumps the lease of `run` (the
+/// epoch it returns fences every later write of the run's records).
+fn note_holder(
+    c: &mut Client,
+    lock_name: &str,
+    host: &str,
+    what: &str,
+    lease_run: Option<&str>,
+) -> Result<Option<i64>, Fail> {
+    let now = Utc::now().timestamp_millis();
+    let pid = i64::from(std::process::id());
+    let mut tx = c.transaction()?;
+    tx.execute(
+        "INSERT INTO smax.lock_holders (name, backend_pid, pid, host, since_ms, what)
+         VALUES ($1, pg_backend_pid(), $2, $3, $4, $5)
+         ON CONFLICT (name) DO UPDATE SET backend_pid = EXCLUDED.backend_pid,
+             pid = EXCLUDED.pid, host = EXCLUDED.host, since_ms = EXCLUDED.since_ms,
+             what = EXCLUDED.what",
+        &[&lock_name, &pid, &host, &now, &what],
+    )?;
+    let epoch = match lease_run {
+        Some(run) => Some(
+            tx.query_one(
+                "INSERT INTO smax.leases (run_id, epoch, pid, host, since_ms)
+                 VALUES ($1, 1, $2, $3, $4)
+                 ON CONFLICT (run_id) DO UPDATE SET epoch = smax.leases.epoch + 1,
+                     pid = EXCLUDED.pid, host = EXCLUDED.host,
+                     since_ms = EXCLUDED.since_ms
+                 RETURNING epoch",
+                &[&run, &pid, &host, &now],
+            )?
+            .get::<_, i64>(0),
+        ),
+        None => None,
+    };
+    tx.commit()?;
+    Ok(epoch)
+}
+
 /// The guard of an advisory lock: unlocks it on drop (the server does too, when the
 /// connection ends).
 struct PgLockGuard {
@@ -960,11 +1166,14 @@ impl Drop for PgLockGuard {
         let (key, name) = (self.key, self.name.clone());
         // Errors cannot be reported from drop; a lost connection released it anyway.
         let _ = self.session.call(move |c| {
-            c.execute(
+            // Unlocked first, whatever happens to the holder's row (a lock left held
+            // would be re-entered by this session, never freed for others).
+            let unlocked = c.execute("SELECT pg_advisory_unlock($1)", &[&key]);
+            let _ = c.execute(
                 "DELETE FROM smax.lock_holders WHERE name = $1 AND backend_pid = pg_backend_pid()",
                 &[&name],
-            )?;
-            c.execute("SELECT pg_advisory_unlock($1)", &[&key])?;
+            );
+            unlocked?;
             Ok(())
         });
         if let Some(run) = &self.run {
@@ -983,10 +1192,7 @@ impl Drop for PgLockGuard {
 }
 
 fn lock_error(e: StateError) -> LockError {
-    LockError::Io {
-        path: PathBuf::new(),
-        source: std::io::Error::other(e.to_string()),
-    }
+    LockError::Store(Box::new(e))
 }
 
 impl PostgresStore {
@@ -1043,35 +1249,14 @@ impl PostgresStore {
             if !took {
                 return Ok(None);
             }
-            let now = Utc::now().timestamp_millis();
-            let pid = i64::from(std::process::id());
-            let mut tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO smax.lock_holders (name, backend_pid, pid, host, since_ms, what)
-                 VALUES ($1, pg_backend_pid(), $2, $3, $4, $5)
-                 ON CONFLICT (name) DO UPDATE SET backend_pid = EXCLUDED.backend_pid,
-                     pid = EXCLUDED.pid, host = EXCLUDED.host, since_ms = EXCLUDED.since_ms,
-                     what = EXCLUDED.what",
-                &[&lock_name, &pid, &host, &now, &what],
-            )?;
-            let epoch = match &lease_run {
-                Some(run) => Some(
-                    tx.query_one(
-                        "INSERT INTO smax.leases (run_id, epoch, pid, host, since_ms)
-                         VALUES ($1, 1, $2, $3, $4)
-                         ON CONFLICT (run_id) DO UPDATE SET epoch = smax.leases.epoch + 1,
-                             pid = EXCLUDED.pid, host = EXCLUDED.host,
-                             since_ms = EXCLUDED.since_ms
-                         RETURNING epoch",
-                        &[run, &pid, &host, &now],
-                    )?
-                    .get::<_, i64>(0),
-                ),
-                None => None,
-            };
-            tx.commit()?;
-            Ok(Some(epoch))
+            let noted = note_holder(c, &lock_name, &host, &what, lease_run.as_deref());
+            if noted.is_err() {
+                // Not held after all: the server's lock is let go with the failure.
+                let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&key]);
+            }
+            noted.map(Some)
         });
+
         let release = || {
             self.session
                 .held
@@ -1113,7 +1298,11 @@ impl StateStore for PostgresStore {
     }
 
     fn lock(&self, name: &LockName, wait: Option<Duration>) -> Result<HeldLock, LockError> {
-        let deadline = Instant::now() + wait.unwrap_or_default();
+        let start = Instant::now();
+        // An absurd wait waits as long as the clock can count.
+        let deadline = start
+            .checked_add(wait.unwrap_or_default())
+            .unwrap_or_else(|| start + Duration::from_secs(u64::from(u32::MAX)));
         loop {
             if let Some(held) = self.try_lock(name).map_err(lock_error)? {
                 return Ok(held);

@@ -116,6 +116,102 @@ fn a_run_held_on_another_machine_exits_3_naming_it() {
     assert_eq!(accepted_per_recipient(&sandbox).len(), 5);
 }
 
+/// Two real processes, two folders, one run: the second exits 3 naming the first (its
+/// pid), sends nothing, and once the first is gone (SIGKILL) takes the run over and
+/// finishes it with nobody messaged twice.
+#[cfg(unix)]
+#[test]
+fn a_second_process_on_the_same_run_exits_3_then_takes_over_after_a_kill() {
+    let Some(admin) = admin_url() else {
+        return;
+    };
+    let db = TestDatabase::new(&admin);
+    let sandbox = SandboxProc::start(&["--bot", &format!("bot-1={TOKEN}")]);
+    let (rows, concurrency) = (300, 4);
+    let first = project("same", "bot-1", rows, concurrency);
+    let second = project("same", "bot-1", rows, concurrency);
+    // 25/s: twelve seconds of sending, so the first is still at it while the second tries.
+    for p in [&first, &second] {
+        let text = std::fs::read_to_string(p.path().join("c.yaml")).expect("read");
+        p.write("c.yaml", &text.replace("rate: 200", "rate: 25"));
+    }
+    init(&first, db.url());
+    let mut child = first.spawn(&["run", "c.yaml"], &env(db.url(), &sandbox.url));
+    assert!(
+        sandbox.wait_for_records(3, Duration::from_secs(30)),
+        "the first run got going"
+    );
+    let out = second.run(&["run", "c.yaml"], &env(db.url(), &sandbox.url));
+    let text = transcript(&out);
+    let sent_by_first = sandbox.records().len();
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains(&format!("process {}", child.id())), "{text}");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(sent_by_first < rows, "the first was cut short");
+
+    let out = second.run(
+        &["run", "c.yaml", "--wait-lock", "30s"],
+        &env(db.url(), &sandbox.url),
+    );
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        transcript(&out)
+    );
+    assert_resumed_cleanly(&sandbox, &db, "same", rows, concurrency as usize);
+}
+
+/// Schedules keep their record in the database too: `due` reads it, `run --due` twice
+/// sends once, and a second folder sees the occurrence as done.
+#[test]
+fn scheduled_runs_are_due_once_across_folders() {
+    let Some(admin) = admin_url() else {
+        return;
+    };
+    let db = TestDatabase::new(&admin);
+    let sandbox = SandboxProc::start(&["--bot", &format!("bot-1={TOKEN}")]);
+    let folders: Vec<TempProject> = (0..2)
+        .map(|_| {
+            let p = project("daily", "bot-1", 10, 4);
+            std::fs::create_dir(p.path().join("campaigns")).expect("mkdir");
+            let text = std::fs::read_to_string(p.path().join("c.yaml"))
+                .expect("read")
+                .replace("csv: customers.csv", "csv: ../customers.csv")
+                .replace(
+                    "delivery:",
+                    "schedule:\n  cron: \"0 9 * * *\"\n  timezone: UTC\n  catch_up: 2h\ndelivery:",
+                );
+            p.write("campaigns/c.yaml", &text);
+            p
+        })
+        .collect();
+    init(&folders[0], db.url());
+    let at = "2026-11-25T09:05:00Z";
+    let e = env(db.url(), &sandbox.url);
+    let due = folders[0].run(&["due", "campaigns", "--at", at], &e);
+    assert!(
+        transcript(&due).contains("daily@2026-11-25T09:00:00+00:00"),
+        "{}",
+        transcript(&due)
+    );
+    for p in &folders {
+        let out = p.run(&["run", "--due", "campaigns", "--at", at], &e);
+        assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    }
+    assert_eq!(
+        sandbox.accepted().len(),
+        10,
+        "sent once, by the first folder"
+    );
+    let due = folders[1].run(&["due", "campaigns", "--at", at, "--format", "json"], &e);
+    let text = transcript(&due);
+    assert!(
+        text.contains("completed") || text.contains("done"),
+        "{text}"
+    );
+}
+
 #[test]
 fn two_folders_for_different_bots_send_at_once_each_recipient_once() {
     let Some(admin) = admin_url() else {

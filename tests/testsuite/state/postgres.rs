@@ -295,9 +295,10 @@ fn a_lost_connection_stops_every_write_and_releases_the_locks() {
         .unwrap_err();
     assert!(err.to_string().contains("connection was lost"), "{err}");
 
-    // The lock is free for another process at once; ours is let go quietly.
+    // The lock is free for another process (once the server has finished ending the
+    // session); ours is let go quietly.
     let other = PostgresStore::open(&db.other_url("next")).unwrap();
-    let taken = other.lock(&name, None);
+    let taken = other.lock(&name, Some(std::time::Duration::from_secs(30)));
     assert!(taken.is_ok(), "{:?}", taken.err());
     drop(lock);
     assert_eq!(everything(&other), before, "nothing more was written");
@@ -352,4 +353,98 @@ fn a_password_is_never_shown_nor_stored() {
         .collect();
     assert!(!dump.contains(secret), "{dump}");
     assert!(dump.contains("key-***"), "{dump}");
+}
+
+/// `sslmode=require` means TLS or nothing: against a server without TLS (the loopback
+/// test server) the connection is refused, never made in the clear.
+#[test]
+fn sslmode_require_never_falls_back_to_plain_text() {
+    let Some((db, _clock, _store)) = fresh() else {
+        return;
+    };
+    for mode in ["require", "verify-full"] {
+        let url = format!("{}?sslmode={mode}", db.url());
+        let err = PostgresStore::open(&url)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot connect"), "{mode}: {err}");
+        assert!(
+            err.to_lowercase().contains("tls") || err.to_lowercase().contains("ssl"),
+            "{mode}: {err}"
+        );
+    }
+    let url = format!("{}?sslmode=disable", db.url());
+    assert!(PostgresStore::open(&url).is_ok());
+}
+
+/// A lock the server granted but whose holder could not be recorded is let go at once:
+/// never left held by this session (which would re-enter it, never freeing it).
+#[test]
+fn a_lock_that_fails_half_way_is_not_left_held() {
+    let Some((db, _clock, store)) = fresh() else {
+        return;
+    };
+    let name = LockName::Run("bf".into());
+    db.client()
+        .batch_execute(
+            "ALTER TABLE smax.lock_holders ADD CONSTRAINT refuse CHECK (false) NOT VALID",
+        )
+        .unwrap();
+    let err = store.lock(&name, None).unwrap_err();
+    assert!(err.to_string().contains("refuse"), "{err}");
+    assert_eq!(store.lock_holder(&name).unwrap(), None, "nothing held");
+    let held: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
+    db.client()
+        .batch_execute("ALTER TABLE smax.lock_holders DROP CONSTRAINT refuse")
+        .unwrap();
+    let other = PostgresStore::open(&db.other_url("other")).unwrap();
+    drop(other.lock(&name, None).unwrap());
+    drop(store.lock(&name, None).unwrap());
+}
+
+/// `sslrootcert` (a private CA's certificates) is ours to read: a file that is missing
+/// or holds no certificate is a clear error naming the file, never its content.
+#[test]
+fn sslrootcert_is_read_and_refused_clearly() {
+    let Some((db, _clock, _store)) = fresh() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("secret.txt");
+    std::fs::write(&not_pem, "TOP-SECRET-CONTENT-1f2e").unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (path, says) in [
+        (&not_pem, "holds no PEM certificate"),
+        (&missing, "cannot read"),
+    ] {
+        let url = format!(
+            "{}?sslmode=require&sslrootcert={}",
+            db.url(),
+            path.display()
+        );
+        let err = PostgresStore::open(&url)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(!err.contains("TOP-SECRET"), "{err}");
+    }
+    // Taken out of what the client reads: with TLS off it changes nothing.
+    let url = format!(
+        "{}?sslrootcert={}&sslmode=disable",
+        db.url(),
+        not_pem.display()
+    );
+    assert!(PostgresStore::open(&url).is_ok());
 }
