@@ -499,7 +499,7 @@ impl OneRun {
             RunError::failed(
                 Diagnostic::error("state", format!("could not record the end of the run: {e}"))
                     .help(format!(
-                        "every delivery was recorded as it happened; the run's own status in {} may read as running or interrupted",
+                        "what was recorded before this stands (a request whose outcome could not be recorded reads as unknown, never resent without --resend-unknown); the run's own status in {} may read as running or interrupted: run again to resume",
                         store.location()
                     )),
             )
