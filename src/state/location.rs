@@ -68,16 +68,9 @@ impl fmt::Display for StateLocation {
         match self {
             StateLocation::Disabled => f.write_str("none"),
             StateLocation::File(path) => write!(f, "{}", path.display()),
-            StateLocation::Postgres(url) => f.write_str(&without_password(url)),
+            StateLocation::Postgres(url) => f.write_str(&super::postgres::shown(url)),
         }
     }
-}
-
-/// A connection URL or keyword string as it may be shown: rebuilt from what it names
-/// (user, hosts, ports, database), with `***` for a password, never the text itself;
-/// one that cannot be read shows its scheme only.
-fn without_password(url: &str) -> String {
-    super::postgres::shown(url)
 }
 
 /// A store [`create`] opened, and whether it made it (`false`: it existed).

@@ -70,7 +70,8 @@ impl Holder {
         self.pid != 0
     }
 
-    fn unknown() -> Holder {
+    /// A holder nobody named (e.g. the lock was let go between a try and a look).
+    pub(super) fn unknown() -> Holder {
         Holder {
             pid: 0,
             host: String::new(),

@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+use std::sync::{mpsc, Arc, LazyLock, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -138,12 +138,14 @@ const SQL_FENCE: &str = "fence AS (
 
 const SQL_FENCED: &str = "(r.run_id <> ALL ($1::text[]) OR r.run_id IN (SELECT run_id FROM fence))";
 
-fn sql_attempts() -> String {
+const SQL_DELIVERY_COLUMNS: &str = "(run, recipient, source, source_row, class, attempts, status, \
+     platform_text, first_ms, last_ms)";
+
+/// A batch's attempts: `$1`/`$2` the fence, `$3`–`$6` the columns, `$7` the time.
+static SQL_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH {SQL_FENCE}
-        INSERT INTO smax.deliveries AS d
-            (run, recipient, source, source_row, class, attempts, status, platform_text,
-             first_ms, last_ms)
+        INSERT INTO smax.deliveries AS d {SQL_DELIVERY_COLUMNS}
         SELECT r.id, a.key, a.source, a.source_row, 'attempted', 1, NULL, NULL, $7, $7
         FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[])
              AS a (run_id, key, source, source_row)
@@ -159,17 +161,16 @@ fn sql_attempts() -> String {
             last_ms = EXCLUDED.last_ms
         WHERE d.class NOT IN ('sent', 'attempted')"
     )
-}
+});
 
+/// A batch's outcomes: `$1`/`$2` the fence, `$3`–`$8` the columns, `$9` the time.
 // In ON CONFLICT's SET, `d` is the row as it was, so `d.class` is the class before
 // this outcome: an outcome that closes an attempt replaces the one request that the
 // attempt counted with the real number.
-fn sql_outcomes() -> String {
+static SQL_OUTCOMES: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH {SQL_FENCE}
-        INSERT INTO smax.deliveries AS d
-            (run, recipient, source, source_row, class, attempts, status, platform_text,
-             first_ms, last_ms)
+        INSERT INTO smax.deliveries AS d {SQL_DELIVERY_COLUMNS}
         SELECT r.id, o.key, '', 0, o.class, o.attempts, o.status, o.text, $9, $9
         FROM unnest($3::text[], $4::text[], $5::text[], $6::integer[], $7::integer[], $8::text[])
              AS o (run_id, key, class, attempts, status, text)
@@ -184,6 +185,25 @@ fn sql_outcomes() -> String {
             platform_text = EXCLUDED.platform_text,
             last_ms = EXCLUDED.last_ms"
     )
+});
+
+thread_local! {
+    /// The journal's statements, prepared once on this thread's connection: every
+    /// session has a thread of its own, so they never meet another connection, and
+    /// they end with it.
+    static PREPARED: std::cell::RefCell<HashMap<&'static str, postgres::Statement>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// `sql`, prepared on `client` the first time only (each batch would otherwise cost
+/// a round trip to parse it again).
+fn prepared(client: &mut Client, sql: &'static str) -> Result<postgres::Statement, Fail> {
+    if let Some(statement) = PREPARED.with(|p| p.borrow().get(sql).cloned()) {
+        return Ok(statement);
+    }
+    let statement = client.prepare(sql)?;
+    PREPARED.with(|p| p.borrow_mut().insert(sql, statement.clone()));
+    Ok(statement)
 }
 
 const SQL_RUN_COLUMNS: &str =
@@ -289,7 +309,7 @@ impl PostgresStore {
     ) -> Result<R, StateError> {
         self.writable()?;
         let shown = self.session.shown.clone();
-        let epoch = self.fences(std::iter::once(run_id)).1.pop();
+        let epoch = self.epoch(run_id);
         let run_id = run_id.to_owned();
         self.session.call(move |c| {
             let mut tx = c.transaction()?;
@@ -321,25 +341,16 @@ impl PostgresStore {
         })
     }
 
-    /// The lease epochs this session holds for `runs` (runs it has not locked are not
-    /// fenced: only the runner's writes are, and it always holds the run's lock).
-    fn fences<'a>(&self, runs: impl Iterator<Item = &'a str>) -> (Vec<String>, Vec<i64>) {
-        let epochs = self
-            .session
+    /// The lease epoch this session got when it took `run_id`'s lock; `None` when it
+    /// does not hold it (runs it has not locked are not fenced: only the runner's
+    /// writes are, and it always holds the run's lock).
+    fn epoch(&self, run_id: &str) -> Option<i64> {
+        self.session
             .epochs
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let mut names = Vec::new();
-        let mut values = Vec::new();
-        for run in runs {
-            if let Some(epoch) = epochs.get(run) {
-                if !names.iter().any(|n: &String| n == run) {
-                    names.push(run.to_owned());
-                    values.push(*epoch);
-                }
-            }
-        }
-        (names, values)
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run_id)
+            .copied()
     }
 }
 
@@ -1095,22 +1106,84 @@ fn check_lease(
     }))
 }
 
-/// Splits records so that no two in one part name the same recipient of the same run
-/// (one statement may not change a row twice); almost always one part.
-fn rounds<T>(items: Vec<T>, id: impl Fn(&T) -> (String, String)) -> Vec<Vec<T>> {
-    type Round<T> = (HashSet<(String, String)>, Vec<T>);
-    let mut parts: Vec<Round<T>> = Vec::new();
-    for item in items {
-        let key = id(&item);
-        match parts.iter_mut().find(|(seen, _)| !seen.contains(&key)) {
-            Some((seen, part)) => {
-                seen.insert(key);
-                part.push(item);
-            }
-            None => parts.push(([key].into_iter().collect(), vec![item])),
+/// The journal's columns for `unnest`: one statement's attempts, or its outcomes.
+#[derive(Default)]
+struct AttemptColumns {
+    run: Vec<String>,
+    key: Vec<String>,
+    source: Vec<String>,
+    row: Vec<i64>,
+}
+
+#[derive(Default)]
+struct OutcomeColumns {
+    run: Vec<String>,
+    key: Vec<String>,
+    class: Vec<&'static str>,
+    attempts: Vec<i32>,
+    status: Vec<Option<i32>>,
+    text: Vec<Option<String>>,
+}
+
+/// Which statement of a batch a record goes to: the first that does not hold its
+/// recipient yet (one statement may not change a row twice); almost always the first.
+/// A hash collision only costs an extra statement.
+fn statement_for(seen: &mut Vec<HashSet<u128>>, run: &str, key: &str) -> usize {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(run.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(key.as_bytes());
+    let id = hasher.digest128();
+    match seen.iter().position(|ids| !ids.contains(&id)) {
+        Some(i) => {
+            seen[i].insert(id);
+            i
+        }
+        None => {
+            seen.push(HashSet::from([id]));
+            seen.len() - 1
         }
     }
-    parts.into_iter().map(|(_, part)| part).collect()
+}
+
+/// A batch as the columns of its statements (keys, sources and texts as the store
+/// writes them: scrubbed).
+fn columns(batch: &JournalBatch) -> Result<(Vec<AttemptColumns>, Vec<OutcomeColumns>), StateError> {
+    let mut attempts: Vec<AttemptColumns> = Vec::new();
+    let mut seen = Vec::new();
+    for (run, a) in &batch.attempts {
+        let key = clean(&a.key);
+        let i = statement_for(&mut seen, run, &key);
+        if i == attempts.len() {
+            attempts.push(AttemptColumns::default());
+        }
+        let c = &mut attempts[i];
+        c.run.push(run.to_string());
+        c.key.push(key);
+        c.source.push(clean(&a.source));
+        c.row.push(
+            i64::try_from(a.row)
+                .map_err(|_| StateError::Invalid(format!("row {}: too large", a.row)))?,
+        );
+    }
+    let mut outcomes: Vec<OutcomeColumns> = Vec::new();
+    let mut seen = Vec::new();
+    for (run, o) in &batch.outcomes {
+        let key = clean(&o.key);
+        let i = statement_for(&mut seen, run, &key);
+        if i == outcomes.len() {
+            outcomes.push(OutcomeColumns::default());
+        }
+        let c = &mut outcomes[i];
+        c.run.push(run.to_string());
+        c.key.push(key);
+        c.class.push(o.class.as_str());
+        c.attempts
+            .push(i32::try_from(o.attempts).unwrap_or(i32::MAX));
+        c.status.push(o.status.map(i32::from));
+        c.text.push(o.platform_text.as_deref().map(clean));
+    }
+    Ok((attempts, outcomes))
 }
 
 /// Names this process as the holder of lock `name`, and bumps the lease of `run` (the
@@ -1312,14 +1385,8 @@ impl StateStore for PostgresStore {
                 let holder = self
                     .holder_of(lock_key(name), &name.key())
                     .map_err(lock_error)?;
-                return Err(LockError::Held(holder.unwrap_or_else(|| Holder {
-                    // Released between the try and the look: name ourselves only if
-                    // this process holds it.
-                    pid: 0,
-                    host: String::new(),
-                    since: DateTime::UNIX_EPOCH,
-                    what: String::new(),
-                })));
+                // `None`: let go between the try and the look; nobody to name.
+                return Err(LockError::Held(holder.unwrap_or_else(Holder::unknown)));
             }
             std::thread::sleep(POLL.min(deadline - now));
         }
@@ -1464,69 +1531,45 @@ impl StateStore for PostgresStore {
         self.writable()?;
         let now = self.now_ms();
         let shown = self.session.shown.clone();
-        let runs = batch
+        let mut named: Vec<&str> = batch
             .attempts
             .iter()
             .map(|(r, _)| &**r)
-            .chain(batch.outcomes.iter().map(|(r, _)| &**r));
-        let (fenced, epochs) = self.fences(runs);
-        let mut named: Vec<String> = batch
-            .attempts
-            .iter()
-            .map(|(r, _)| r.to_string())
-            .chain(batch.outcomes.iter().map(|(r, _)| r.to_string()))
+            .chain(batch.outcomes.iter().map(|(r, _)| &**r))
             .collect();
         named.sort_unstable();
         named.dedup();
-        let attempts = rounds(batch.attempts.clone(), |(r, a)| {
-            (r.to_string(), clean(&a.key))
-        });
-        let outcomes = rounds(batch.outcomes.clone(), |(r, o)| {
-            (r.to_string(), clean(&o.key))
-        });
-        for part in &attempts {
-            for (_, a) in part {
-                i64::try_from(a.row)
-                    .map_err(|_| StateError::Invalid(format!("row {}: too large", a.row)))?;
-            }
-        }
+        let (fenced, epochs): (Vec<String>, Vec<i64>) = named
+            .iter()
+            .filter_map(|run| Some(((*run).to_owned(), self.epoch(run)?)))
+            .unzip();
+        let named: Vec<String> = named.into_iter().map(str::to_owned).collect();
+        let expected = (batch.attempts.len() + batch.outcomes.len()) as u64;
+        let (attempts, outcomes) = columns(batch)?;
         self.session.call(move |c| {
+            let insert_attempts = prepared(c, &SQL_ATTEMPTS)?;
+            let insert_outcomes = prepared(c, &SQL_OUTCOMES)?;
             let mut tx = c.transaction()?;
             let mut written = 0u64;
-            let mut expected = 0u64;
-            for part in attempts {
-                expected += part.len() as u64;
-                let run: Vec<String> = part.iter().map(|(r, _)| r.to_string()).collect();
-                let key: Vec<String> = part.iter().map(|(_, a)| clean(&a.key)).collect();
-                let source: Vec<String> = part.iter().map(|(_, a)| clean(&a.source)).collect();
-                let row: Vec<i64> = part
-                    .iter()
-                    .map(|(_, a)| i64::try_from(a.row).unwrap_or(i64::MAX))
-                    .collect();
+            for a in &attempts {
                 written += tx.execute(
-                    &sql_attempts(),
-                    &[&fenced, &epochs, &run, &key, &source, &row, &now],
+                    &insert_attempts,
+                    &[&fenced, &epochs, &a.run, &a.key, &a.source, &a.row, &now],
                 )?;
             }
-            for part in outcomes {
-                expected += part.len() as u64;
-                let run: Vec<String> = part.iter().map(|(r, _)| r.to_string()).collect();
-                let key: Vec<String> = part.iter().map(|(_, o)| clean(&o.key)).collect();
-                let class: Vec<&str> = part.iter().map(|(_, o)| o.class.as_str()).collect();
-                let tries: Vec<i32> = part
-                    .iter()
-                    .map(|(_, o)| i32::try_from(o.attempts).unwrap_or(i32::MAX))
-                    .collect();
-                let status: Vec<Option<i32>> =
-                    part.iter().map(|(_, o)| o.status.map(i32::from)).collect();
-                let text: Vec<Option<String>> = part
-                    .iter()
-                    .map(|(_, o)| o.platform_text.as_deref().map(clean))
-                    .collect();
+            for o in &outcomes {
                 written += tx.execute(
-                    &sql_outcomes(),
+                    &insert_outcomes,
                     &[
-                        &fenced, &epochs, &run, &key, &class, &tries, &status, &text, &now,
+                        &fenced,
+                        &epochs,
+                        &o.run,
+                        &o.key,
+                        &o.class,
+                        &o.attempts,
+                        &o.status,
+                        &o.text,
+                        &now,
                     ],
                 )?;
             }

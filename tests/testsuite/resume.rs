@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::{accepted_per_recipient, customers_csv, transcript, SandboxProc, TempProject};
-use smax_campaign::state::{OutcomeClass, SqliteStore, StateStore};
+use crate::common::{
+    self, accepted_per_recipient, customers_csv, transcript, SandboxProc, TempProject,
+};
+use smax_campaign::state::{OutcomeClass, SqliteStore};
 
 const TOKEN: &str = "resume-token-5b1c";
 
@@ -43,12 +45,7 @@ fn classes(p: &TempProject, run_id: &str) -> HashMap<String, OutcomeClass> {
     let store = SqliteStore::open_read_only(&p.path().join(".smax/state.db"))
         .expect("state")
         .expect("exists");
-    store
-        .deliveries(run_id, &[], None)
-        .expect("deliveries")
-        .into_iter()
-        .map(|d| (d.key, d.class))
-        .collect()
+    common::classes(&store, run_id)
 }
 
 #[cfg(unix)]

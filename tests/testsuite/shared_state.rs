@@ -43,12 +43,7 @@ fn init(p: &TempProject, db: &str) {
 /// Every recipient's class in run `run_id`, read through a session of the test's own.
 fn classes(db: &TestDatabase, run_id: &str) -> HashMap<String, OutcomeClass> {
     let store = PostgresStore::open(&db.other_url("reader")).expect("open");
-    store
-        .deliveries(run_id, &[], None)
-        .expect("deliveries")
-        .into_iter()
-        .map(|d| (d.key, d.class))
-        .collect()
+    crate::common::classes(&store, run_id)
 }
 
 /// After a crash or a lost session, what a resume must leave: nobody messaged twice,

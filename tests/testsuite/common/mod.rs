@@ -212,6 +212,19 @@ pub fn accepted_per_recipient(sandbox: &SandboxProc) -> std::collections::HashMa
     per
 }
 
+/// Every recipient's class in run `run_id` of `store`.
+pub fn classes(
+    store: &dyn smax_campaign::state::StateStore,
+    run_id: &str,
+) -> std::collections::HashMap<String, smax_campaign::state::OutcomeClass> {
+    store
+        .deliveries(run_id, &[], None)
+        .expect("deliveries")
+        .into_iter()
+        .map(|d| (d.key, d.class))
+        .collect()
+}
+
 /// A CSV audience of `n` customers with ids C0001…
 pub fn customers_csv(n: usize) -> String {
     let mut s = String::from("customer_id,first_name,phone\n");

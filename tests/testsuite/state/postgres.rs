@@ -448,3 +448,29 @@ fn sslrootcert_is_read_and_refused_clearly() {
     );
     assert!(PostgresStore::open(&url).is_ok());
 }
+
+/// The session sets its own timeouts: a statement timeout the database (or role) sets
+/// for everyone must not cut the store's longer statements (a big batch, a resume's
+/// read) short, which would stop runs for no reason.
+#[test]
+fn a_database_wide_statement_timeout_does_not_cut_the_store_short() {
+    let Some((db, _clock, store)) = fresh() else {
+        return;
+    };
+    drop(store);
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET statement_timeout = '1ms'",
+            db.url().rsplit('/').next().unwrap()
+        ))
+        .unwrap();
+    // A new session, which the setting applies to.
+    let mut store = PostgresStore::open(&db.other_url("timed")).unwrap();
+    store.begin_run(&start("bf", "hi")).unwrap();
+    let many: Vec<Attempt> = (0..20_000)
+        .map(|i| attempt(&format!("u{i}"), i + 2))
+        .collect();
+    store.record_attempts("bf", &many).unwrap();
+    let handled = store.handled("bf", &[OutcomeClass::Attempted]).unwrap();
+    assert!(handled.contains(smax_campaign::state::key_hash("u19999")));
+}
