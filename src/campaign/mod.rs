@@ -614,7 +614,17 @@ fn check_schedule(
         window: spec.window.as_deref(),
     };
     match crate::schedule::parse_schedule(&input) {
-        Ok(s) => Some(s),
+        Ok(s) => {
+            for w in s.warnings() {
+                let mut d = Diagnostic::warning(w.code, w.message)
+                    .at(file.value_at(&format!("/schedule/{}", w.field)));
+                if let Some(help) = w.help {
+                    d = d.help(help);
+                }
+                out.push(d);
+            }
+            Some(s)
+        }
         Err(errors) => {
             for e in errors {
                 let pointer = if e.field == "schedule" {

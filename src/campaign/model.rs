@@ -218,7 +218,13 @@ pub struct ScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
     /// A crontab expression: 5 fields (minute hour day-of-month month day-of-week),
-    /// or 6 with seconds first. Read in `timezone`.
+    /// or 6 with seconds first, or @hourly/@daily/@weekly/@monthly/@yearly. Read on
+    /// the wall clock of `timezone`. Day-of-week: 0 and 7 are Sunday; steps (`*/2`,
+    /// `1/2`) stay within SUN-SAT. Ranges do not wrap (`FRI-SUN`: write
+    /// `FRI,SAT,SUN`). When day-of-month and day-of-week both restrict, either
+    /// matching is enough (`0 9 13 * FRI`: the 13th and every Friday); when one starts
+    /// with `*`, even `*/2`, both must match (`0 0 */2 * MON`: Mondays on odd days).
+    /// A skipped local time runs after the clock change, a repeated one once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
     /// IANA time zone name (e.g. `Asia/Ho_Chi_Minh`). Default UTC.

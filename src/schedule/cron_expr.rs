@@ -5,7 +5,8 @@
 //! - it wants seconds first (6 or 7 fields); a crontab has 5 fields without seconds;
 //! - it numbers days of the week 1-7 with 1 = Sunday, crontab 0-7 with 0 and 7 = Sunday;
 //! - when both day-of-month and day-of-week are restricted it requires both to match,
-//!   crontab runs when either matches.
+//!   crontab runs when either matches (unless one of them is written starting with
+//!   `*`, even `*/2`: then crontab too requires both).
 //!
 //! So every field is parsed here into the set of values it allows, and the crate gets
 //! explicit lists (days of the week by name). Day-of-month OR day-of-week becomes the
@@ -20,6 +21,9 @@ pub(crate) struct CronExpr {
     source: String,
     /// Occurrences are the union of these (one, or two for day-of-month OR day-of-week).
     schedules: Vec<cron::Schedule>,
+    /// Set when a day field starting with `*` makes both day fields required where a
+    /// reader of "either matches" would expect a union.
+    day_rule: Option<CronError>,
 }
 
 /// What is wrong with an expression, and what to do about it.
@@ -50,6 +54,19 @@ struct FieldSpec {
     names: &'static [(&'static str, u32)],
     /// What the field accepts, for messages.
     accepts: &'static str,
+    /// What a range would wrap around, for messages ("week", "day").
+    cycle: &'static str,
+}
+
+impl FieldSpec {
+    /// The last distinct value: 6 for day-of-week, where 7 repeats Sunday.
+    fn max_in_cycle(&self) -> u32 {
+        if self.name == DAY_OF_WEEK.name {
+            6
+        } else {
+            self.max
+        }
+    }
 }
 
 const SECOND: FieldSpec = FieldSpec {
@@ -58,6 +75,7 @@ const SECOND: FieldSpec = FieldSpec {
     max: 59,
     names: &[],
     accepts: "0-59",
+    cycle: "minute",
 };
 const MINUTE: FieldSpec = FieldSpec {
     name: "minute",
@@ -65,6 +83,7 @@ const MINUTE: FieldSpec = FieldSpec {
     max: 59,
     names: &[],
     accepts: "0-59",
+    cycle: "hour",
 };
 const HOUR: FieldSpec = FieldSpec {
     name: "hour",
@@ -72,6 +91,7 @@ const HOUR: FieldSpec = FieldSpec {
     max: 23,
     names: &[],
     accepts: "0-23",
+    cycle: "day",
 };
 const DAY_OF_MONTH: FieldSpec = FieldSpec {
     name: "day-of-month",
@@ -79,6 +99,7 @@ const DAY_OF_MONTH: FieldSpec = FieldSpec {
     max: 31,
     names: &[],
     accepts: "1-31",
+    cycle: "month",
 };
 const MONTH: FieldSpec = FieldSpec {
     name: "month",
@@ -110,6 +131,7 @@ const MONTH: FieldSpec = FieldSpec {
         ("december", 12),
     ],
     accepts: "1-12 or JAN-DEC",
+    cycle: "year",
 };
 const DAY_OF_WEEK: FieldSpec = FieldSpec {
     name: "day-of-week",
@@ -132,6 +154,7 @@ const DAY_OF_WEEK: FieldSpec = FieldSpec {
         ("saturday", 6),
     ],
     accepts: "0-7 (0 and 7 = Sunday) or SUN-SAT",
+    cycle: "week",
 };
 
 /// Day names as the `cron` crate reads them, indexed by crontab number (0 = Sunday).
@@ -206,6 +229,7 @@ impl CronExpr {
         if dow.bits & (1 << 7) != 0 {
             dow.bits = (dow.bits & !(1 << 7)) | 1;
         }
+        let day_rule = day_rule_note(&parts, offset, &dom, &dow);
 
         let head = format!(
             "{} {} {}",
@@ -237,7 +261,11 @@ impl CronExpr {
                 }
             }
         }
-        let expr = CronExpr { source, schedules };
+        let expr = CronExpr {
+            source,
+            schedules,
+            day_rule,
+        };
         let epoch = chrono::DateTime::UNIX_EPOCH.naive_utc();
         if expr.next_after(epoch).is_none() {
             return Err(CronError::new(
@@ -251,6 +279,13 @@ impl CronExpr {
     /// The expression as written (trimmed).
     pub(crate) fn source(&self) -> &str {
         &self.source
+    }
+
+    /// A warning for an expression whose day fields are ANDed where the usual reading
+    /// of crontab ("either day field matches") would expect a union: one of them
+    /// starts with `*` but restricts (`*/2`) or is written with a step (`*/1`).
+    pub(crate) fn day_rule_note(&self) -> Option<&CronError> {
+        self.day_rule.as_ref()
     }
 
     /// First naive local time strictly after `after` (read on whole seconds).
@@ -379,26 +414,34 @@ fn parse_field(text: &str, spec: &FieldSpec, position: usize) -> Result<Field, C
             if base == "?" && spec.name != "day-of-month" && spec.name != "day-of-week" {
                 return Err(fail("`?` is only allowed in the day fields".to_owned()));
             }
-            // Crontab: `*` in day-of-week is 0-6 (7 would repeat Sunday).
-            let high = if spec.name == "day-of-week" {
-                6
-            } else {
-                spec.max
-            };
-            (spec.min, high)
+            (spec.min, spec.max_in_cycle())
         } else if let Some((a, b)) = split_range(base) {
             let low = value(a, spec).map_err(&fail)?;
             let high = value(b, spec).map_err(&fail)?;
             if low > high {
+                let field = text
+                    .split(',')
+                    .map(|other| unwrapped(other, spec).unwrap_or_else(|| other.to_owned()))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let why = if spec.name == DAY_OF_WEEK.name && low == 7 {
+                    "7 is the Sunday that ends the week".to_owned()
+                } else {
+                    format!("ranges do not wrap around the end of the {}", spec.cycle)
+                };
                 return Err(fail(format!(
-                    "range `{base}` runs backwards; write it as a list of two ranges instead"
+                    "range `{base}` runs backwards: {why}; write `{field}` instead"
                 )));
             }
             (low, high)
         } else {
             let v = value(base, spec).map_err(&fail)?;
-            // `a/n` means from a to the end of the range, every n.
-            let high = if step.is_some() { spec.max } else { v };
+            // `a/n` means from a to the end of the field, every n. The week ends on
+            // Saturday: 7 is another name for Sunday, not an eighth day.
+            let high = match step {
+                Some(_) => spec.max_in_cycle().max(v),
+                None => v,
+            };
             (v, high)
         };
         let step = step.unwrap_or(1) as usize;
@@ -407,6 +450,200 @@ fn parse_field(text: &str, spec: &FieldSpec, position: usize) -> Result<Field, C
         }
     }
     Ok(Field { bits, starred })
+}
+
+/// A list item that is a backwards range, written out as what it means; `None` for
+/// any other item.
+fn unwrapped(item: &str, spec: &FieldSpec) -> Option<String> {
+    let (base, step) = match item.split_once('/') {
+        Some((base, step)) => (base, step.parse::<u32>().ok().filter(|s| *s >= 1)?),
+        None => (item, 1),
+    };
+    let (a, b) = split_range(base)?;
+    let (low, high) = (value(a, spec).ok()?, value(b, spec).ok()?);
+    let named = base.chars().any(|c| c.is_ascii_alphabetic());
+    (low > high).then(|| wrapped(low, high, step, spec, named))
+}
+
+/// A backwards range written out as what it means, keeping names when the range was
+/// written with names: `FRI-SUN` as `FRI,SAT,SUN`, hours `22-2` as `22,23,0,1,2`, and
+/// when that is longer than a week, as two ranges (days `25-3` as `25-31,1-3`).
+fn wrapped(low: u32, high: u32, step: u32, spec: &FieldSpec, named: bool) -> String {
+    let name_of = |v: u32| -> Option<String> {
+        let (names, index) = match spec.name {
+            n if n == DAY_OF_WEEK.name => (&CRATE_DAY_NAMES[..], v % 7),
+            n if n == MONTH.name => (&MONTH_NAMES[..], v.checked_sub(1)?),
+            _ => return None,
+        };
+        names.get(index as usize).map(|name| (*name).to_owned())
+    };
+    let as_written = |v: u32| match name_of(v) {
+        Some(name) if named => name,
+        _ => v.to_string(),
+    };
+    // `7-2` is Sunday to Tuesday: backwards only as written.
+    let low = if spec.name == DAY_OF_WEEK.name && low == 7 {
+        0
+    } else {
+        low
+    };
+    if low <= high {
+        let range = if low == high {
+            as_written(low)
+        } else {
+            format!("{}-{}", as_written(low), as_written(high))
+        };
+        return match step {
+            1 => range,
+            n => format!("{range}/{n}"),
+        };
+    }
+    let sequence: Vec<u32> = (low..=spec.max_in_cycle())
+        .chain(spec.min..=high)
+        .step_by(step as usize)
+        .collect();
+    if step == 1 && sequence.len() > 7 {
+        let part = |a: u32, b: u32| {
+            if a == b {
+                as_written(a)
+            } else {
+                format!("{}-{}", as_written(a), as_written(b))
+            }
+        };
+        return format!(
+            "{},{}",
+            part(low, spec.max_in_cycle()),
+            part(spec.min, high)
+        );
+    }
+    sequence
+        .iter()
+        .map(|v| as_written(*v))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+
+/// Crontab's day rule, where it surprises: when both day fields restrict, either one
+/// matching is enough, but a field starting with `*` (even `*/2`) counts as
+/// unrestricted, so then both must match. That is what Vixie cron and cronie do and
+/// what this tool does; a reader who knows only the first half expects a union.
+fn day_rule_note(parts: &[&str], offset: usize, dom: &Field, dow: &Field) -> Option<CronError> {
+    let (dom_at, dow_at) = (2 + offset, 4 + offset);
+    let (dom_text, dow_text) = (parts[dom_at], parts[dow_at]);
+    let plain = |text: &str| text == "*" || text == "?";
+    if plain(dom_text) || plain(dow_text) || !(dom.starred || dow.starred) {
+        return None;
+    }
+    let dom_days: Vec<u32> = (1..=31).filter(|v| dom.bits & (1 << v) != 0).collect();
+    let week_days: Vec<u32> = (0..7).filter(|v| dow.bits & (1 << v) != 0).collect();
+    let dom_full = dom_days.len() == 31;
+    let dow_full = week_days.len() == 7;
+    if dom_full && dow_full {
+        return None;
+    }
+    let fields = match (dom.starred, dow.starred) {
+        (true, true) => format!(
+            "day-of-month `{dom_text}` and day-of-week `{dow_text}` both start with `*`, so \
+             both must match"
+        ),
+        (true, false) => format!(
+            "day-of-month `{dom_text}` starts with `*`, so it and day-of-week `{dow_text}` \
+             must both match"
+        ),
+        _ => format!(
+            "day-of-week `{dow_text}` starts with `*`, so it and day-of-month `{dom_text}` \
+             must both match"
+        ),
+    };
+    let days_of_month = |joiner: &str| match dom_days.as_slice() {
+        [one] => format!("day {one} of the month"),
+        _ if joiner == "or" => format!("day {} of the month", enumerate(&dom_days, joiner)),
+        _ => format!("days {} of the month", enumerate(&dom_days, joiner)),
+    };
+    let weekday_names = |plural: &str| -> Vec<String> {
+        week_days
+            .iter()
+            .map(|v| format!("{}{plural}", WEEKDAY_NAMES[*v as usize]))
+            .collect()
+    };
+    let weekdays = enumerate_words(&weekday_names("s"), "and");
+    let does = if dom_full {
+        format!("it runs only on {weekdays}, not every day")
+    } else if dow_full {
+        format!("it runs only on {}, not every day", days_of_month("and"))
+    } else {
+        format!(
+            "it runs only on {weekdays} that fall on {}, not on those days and on every {} \
+             as well",
+            days_of_month("or"),
+            enumerate_words(&weekday_names(""), "and")
+        )
+    };
+    let either = |text: &str, full_range: &str| {
+        text.split(',')
+            .map(|item| match item.strip_prefix(['*', '?']) {
+                Some(rest) => format!("{full_range}{rest}"),
+                None => item.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut rewritten: Vec<String> = parts.iter().map(|p| (*p).to_owned()).collect();
+    if dom.starred {
+        rewritten[dom_at] = either(dom_text, "1-31");
+    }
+    if dow.starred {
+        rewritten[dow_at] = either(dow_text, "0-6");
+    }
+    Some(CronError {
+        message: format!("{fields}: {does}"),
+        help: Some(format!(
+            "crontab ANDs the day fields when either starts with `*` (as Vixie cron and \
+             cronie do); to run when either matches, write `{}`; if both must match, keep it",
+            rewritten.join(" ")
+        )),
+    })
+}
+
+const WEEKDAY_NAMES: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
+
+/// `1, 3, 5, …, 31` for a long even-stepped list, otherwise `1, 15 and 20`.
+fn enumerate(values: &[u32], last_joiner: &str) -> String {
+    if values.len() >= 5 {
+        let step = values[1] - values[0];
+        if values.windows(2).all(|w| w[1] - w[0] == step) {
+            return format!(
+                "{}, {}, {}, …, {}",
+                values[0],
+                values[1],
+                values[2],
+                values[values.len() - 1]
+            );
+        }
+    }
+    let words: Vec<String> = values.iter().map(u32::to_string).collect();
+    enumerate_words(&words, last_joiner)
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn enumerate_words(words: &[String], last_joiner: &str) -> String {
+    match words {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} {last_joiner} {last}", init.join(", ")),
+    }
 }
 
 /// `L`, `LW`, `15W`, `5L`, `5#3`: Quartz day extensions that crontab does not have.
@@ -536,6 +773,174 @@ mod tests {
             weekdays("0 9 * * sat,Sun"),
             vec![Weekday::Sun, Weekday::Sat]
         );
+    }
+
+    #[test]
+    fn day_of_week_steps_stay_within_the_week() {
+        use Weekday::*;
+        // 7 is another name for Sunday, not an eighth day.
+        assert_eq!(weekdays("0 9 * * 1/2"), vec![Mon, Wed, Fri]);
+        assert_eq!(weekdays("0 9 * * MON/2"), vec![Mon, Wed, Fri]);
+        assert_eq!(weekdays("0 9 * * 0/3"), vec![Sun, Wed, Sat]);
+        assert_eq!(weekdays("0 9 * * 2/7"), vec![Tue]);
+        assert_eq!(weekdays("0 9 * * 6/2"), vec![Sat]);
+        assert_eq!(weekdays("0 9 * * 7/2"), vec![Sun]);
+        assert_eq!(weekdays("0 9 * * */2"), vec![Sun, Tue, Thu, Sat]);
+        assert_eq!(weekdays("0 9 * * */3"), vec![Sun, Wed, Sat]);
+        assert_eq!(weekdays("0 9 * * */7"), vec![Sun]);
+        // A range written out to 7 is taken as written: Sunday ends it.
+        assert_eq!(weekdays("0 9 * * 1-7/2"), vec![Sun, Mon, Wed, Fri]);
+        assert_eq!(weekdays("0 9 * * 5-7/2"), vec![Sun, Fri]);
+    }
+
+    #[test]
+    fn steps_elsewhere_run_to_the_end_of_the_field() {
+        let e = CronExpr::parse("0 20/2 * * *").unwrap();
+        let day = naive(2026, 6, 1, 0, 0);
+        let mut hours = Vec::new();
+        let mut t = day;
+        while let Some(n) = e.next_after(t).filter(|n| n.date() == day.date()) {
+            hours.push(chrono::Timelike::hour(&n));
+            t = n;
+        }
+        assert_eq!(hours, vec![20, 22]);
+    }
+
+    #[test]
+    fn wrap_around_ranges_suggest_the_list() {
+        let message = |expr: &str| CronExpr::parse(expr).unwrap_err().message;
+        let m = message("0 9 * * FRI-SUN");
+        assert!(m.contains("write `FRI,SAT,SUN` instead"), "{m}");
+        assert!(m.contains("do not wrap around the end of the week"), "{m}");
+        let m = message("0 9 * * fri-mon");
+        assert!(m.contains("`FRI,SAT,SUN,MON`"), "{m}");
+        let m = message("0 9 * * MON,FRI-SUN");
+        assert!(m.contains("`MON,FRI,SAT,SUN`"), "{m}");
+        let m = message("0 9 * * 5-0");
+        assert!(m.contains("`5,6,0`"), "{m}");
+        let m = message("0 9 * * 7-2");
+        assert!(m.contains("7 is the Sunday that ends the week"), "{m}");
+        assert!(m.contains("write `0-2` instead"), "{m}");
+        let m = message("0 9 * * SUN-SAT,7-6");
+        assert!(m.contains("write `SUN-SAT,0-6` instead"), "{m}");
+        // Every backwards item is rewritten, not only the first.
+        let m = message("0 9 * * FRI-SUN,SAT-MON");
+        assert!(m.contains("write `FRI,SAT,SUN,SAT,SUN,MON` instead"), "{m}");
+        let m = message("0 9 * MAR-FEB *");
+        assert!(m.contains("write `MAR-DEC,JAN-FEB` instead"), "{m}");
+        let m = message("0 9 * * SAT-TUE/2");
+        assert!(m.contains("`SAT,MON`"), "{m}");
+        let m = message("0 22-2 * * *");
+        assert!(m.contains("`22,23,0,1,2`"), "{m}");
+        assert!(m.contains("end of the day"), "{m}");
+        let m = message("0 9 * NOV-FEB *");
+        assert!(m.contains("`NOV,DEC,JAN,FEB`"), "{m}");
+        let m = message("0 9 25-3 * *");
+        assert!(m.contains("`25-31,1-3`"), "{m}");
+        let m = message("50-5 * * * *");
+        assert!(m.contains("`50-59,0-5`"), "{m}");
+    }
+
+    fn day_rule(expr: &str) -> Option<CronError> {
+        CronExpr::parse(expr).unwrap().day_rule_note().cloned()
+    }
+
+    #[test]
+    fn a_starred_day_field_with_a_restricted_other_is_warned_about() {
+        let note = day_rule("0 0 */2 * MON").unwrap();
+        assert_eq!(
+            note.message,
+            "day-of-month `*/2` starts with `*`, so it and day-of-week `MON` must both \
+             match: it runs only on Mondays that fall on day 1, 3, 5, …, 31 of the month, \
+             not on those days and on every Monday as well"
+        );
+        assert!(
+            note.help
+                .as_deref()
+                .unwrap()
+                .contains("write `0 0 1-31/2 * MON`"),
+            "{note:?}"
+        );
+        let note = day_rule("0 0 */1 * MON,FRI").unwrap();
+        assert_eq!(
+            note.message,
+            "day-of-month `*/1` starts with `*`, so it and day-of-week `MON,FRI` must both \
+             match: it runs only on Mondays and Fridays, not every day"
+        );
+        let note = day_rule("0 0 1,15 * */1").unwrap();
+        assert_eq!(
+            note.message,
+            "day-of-week `*/1` starts with `*`, so it and day-of-month `1,15` must both \
+             match: it runs only on days 1 and 15 of the month, not every day"
+        );
+        let note = day_rule("0 0 13 * */2").unwrap();
+        assert_eq!(
+            note.message,
+            "day-of-week `*/2` starts with `*`, so it and day-of-month `13` must both match: \
+             it runs only on Sundays, Tuesdays, Thursdays and Saturdays that fall on day 13 \
+             of the month, not on those days and on every Sunday, Tuesday, Thursday and \
+             Saturday as well"
+        );
+        assert!(
+            note.help
+                .as_deref()
+                .unwrap()
+                .contains("write `0 0 13 * 0-6/2`"),
+            "{note:?}"
+        );
+        let note = day_rule("0 0 */10 * */2").unwrap();
+        assert!(
+            note.message.starts_with(
+                "day-of-month `*/10` and day-of-week `*/2` both start with `*`, so both must \
+                 match: it runs only on Sundays, Tuesdays, Thursdays and Saturdays that fall \
+                 on day 1, 11, 21 or 31 of the month"
+            ),
+            "{note:?}"
+        );
+        assert!(
+            note.help
+                .as_deref()
+                .unwrap()
+                .contains("write `0 0 1-31/10 * 0-6/2`"),
+            "{note:?}"
+        );
+        // Seconds first: the fields are found where they are.
+        let note = day_rule("30 0 0 */2 * MON").unwrap();
+        assert!(
+            note.help
+                .as_deref()
+                .unwrap()
+                .contains("write `30 0 0 1-31/2 * MON`"),
+            "{note:?}"
+        );
+        // No surprise: a plain `*`, neither field starred, or both fields every day.
+        assert_eq!(day_rule("0 0 * * MON"), None);
+        assert_eq!(day_rule("0 0 13 * *"), None);
+        assert_eq!(day_rule("0 0 13 * FRI"), None);
+        assert_eq!(day_rule("0 0 1-31/2 * MON"), None);
+        assert_eq!(day_rule("0 0 */1 * */1"), None);
+        assert_eq!(day_rule("@weekly"), None);
+    }
+
+    #[test]
+    fn and_rule_when_a_day_field_starts_with_a_star() {
+        // `*/2` AND Monday: Mondays on odd days of the month only.
+        let e = CronExpr::parse("0 0 */2 * MON").unwrap();
+        let mut t = naive(2026, 6, 1, 0, 0);
+        let mut days = Vec::new();
+        for _ in 0..4 {
+            let n = e.next_after(t).unwrap();
+            assert_eq!(n.weekday(), Weekday::Mon);
+            days.push((n.month(), n.day()));
+            t = n;
+        }
+        // June 2026 Mondays: 1, 8, 15, 22, 29; odd ones after the 1st: 15, 29; then
+        // July 13 and 27.
+        assert_eq!(days, vec![(6, 15), (6, 29), (7, 13), (7, 27)]);
+        // `*/1` AND Monday is every Monday, not every day.
+        let e = CronExpr::parse("0 0 */1 * MON").unwrap();
+        let n = e.next_after(naive(2026, 6, 2, 0, 0)).unwrap();
+        assert_eq!((n.month(), n.day()), (6, 8));
     }
 
     #[test]

@@ -65,6 +65,17 @@ impl ScheduleError {
     }
 }
 
+/// Something about a valid schedule that its reader may not expect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleWarning {
+    /// The key it is about ("cron").
+    pub field: &'static str,
+    /// A stable name for the warning, e.g. "cron-day-fields-and".
+    pub code: &'static str,
+    pub message: String,
+    pub help: Option<String>,
+}
+
 /// A parsed, valid schedule.
 #[derive(Clone, Debug)]
 pub struct Schedule {
@@ -291,6 +302,24 @@ impl Schedule {
     /// How late an occurrence may still be sent (default: 1 hour).
     pub fn catch_up(&self) -> Duration {
         self.catch_up
+    }
+
+    /// What the schedule does that its reader may not expect: a `cron` whose day
+    /// fields must both match because one of them starts with `*`.
+    pub fn warnings(&self) -> Vec<ScheduleWarning> {
+        match &self.kind {
+            Kind::Cron(c) => c
+                .day_rule_note()
+                .map(|note| ScheduleWarning {
+                    field: "cron",
+                    code: "cron-day-fields-and",
+                    message: format!("`{}`: {}", c.source(), note.message),
+                    help: note.help.clone(),
+                })
+                .into_iter()
+                .collect(),
+            Kind::At(_) => Vec::new(),
+        }
     }
 
     /// The local send window, if any.

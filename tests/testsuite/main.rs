@@ -6,6 +6,7 @@
 //! library registers, uses one that no other test prints.
 
 mod common;
+mod cron_reference;
 
 mod delivery;
 mod due;

@@ -1054,3 +1054,48 @@ fn extreme_inputs_do_not_panic() {
         });
     }
 }
+
+// ---------------------------------------------------- day-of-week steps (issue 13)
+
+#[test]
+fn a_day_of_week_step_never_reaches_seven() {
+    // `1/2` is Monday, Wednesday, Friday: Sunday (7) is not an eighth day.
+    let s = cron_in("0 0 * * 1/2", "Asia/Kathmandu");
+    let sunday = utc("2027-01-31T00:00:00+05:45");
+    // Not due on Sunday: Friday's occurrence is the latest, and long past catching up.
+    match s.due(sunday, |_| false) {
+        Due::Missed { occurrence, next } => {
+            assert_eq!(occurrence.id(), "2027-01-29T00:00:00+05:45");
+            assert_eq!(
+                next.map(|o| o.id()).as_deref(),
+                Some("2027-02-01T00:00:00+05:45")
+            );
+        }
+        other => panic!("Sunday is not an occurrence: {other:?}"),
+    }
+    assert_eq!(
+        ids_between(&s, "2027-01-24T00:00:00+05:45", "2027-02-01T00:00:00+05:45"),
+        vec![
+            "2027-01-25T00:00:00+05:45",
+            "2027-01-27T00:00:00+05:45",
+            "2027-01-29T00:00:00+05:45",
+            "2027-02-01T00:00:00+05:45",
+        ]
+    );
+}
+
+#[test]
+fn a_starred_day_of_month_with_a_weekday_is_reported_as_both_must_match() {
+    let s = cron_in("0 0 */2 * MON", "Asia/Kathmandu");
+    let warnings = s.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].field, "cron");
+    assert!(
+        warnings[0]
+            .message
+            .starts_with("`0 0 */2 * MON`: day-of-month `*/2` starts with `*`"),
+        "{warnings:?}"
+    );
+    assert!(cron_in("0 0 1-31/2 * MON", "UTC").warnings().is_empty());
+    assert!(cron_in("0 9 * * MON-FRI", "UTC").warnings().is_empty());
+}
