@@ -59,13 +59,27 @@ struct FieldSpec {
 }
 
 impl FieldSpec {
+    fn is_day_of_week(&self) -> bool {
+        self.name == DAY_OF_WEEK.name
+    }
+
     /// The last distinct value: 6 for day-of-week, where 7 repeats Sunday.
     fn max_in_cycle(&self) -> u32 {
-        if self.name == DAY_OF_WEEK.name {
+        if self.is_day_of_week() {
             6
         } else {
             self.max
         }
+    }
+
+    /// The short name of a value (`SUN` for 0 and 7, `JAN` for 1), if the field has
+    /// names: the first of its names, which are the three-letter ones.
+    fn name_of(&self, v: u32) -> Option<String> {
+        let v = if self.is_day_of_week() { v % 7 } else { v };
+        self.names
+            .iter()
+            .find(|(_, n)| *n == v)
+            .map(|(name, _)| name.to_ascii_uppercase())
     }
 }
 
@@ -383,149 +397,148 @@ fn parse_field(text: &str, spec: &FieldSpec, position: usize) -> Result<Field, C
             )),
         )
     };
+    let items: Vec<(&str, Result<Span, String>)> = text
+        .split(',')
+        .map(|item| (item, parse_item(item, spec)))
+        .collect();
     let mut bits = 0u64;
-    let starred = text.starts_with('*') || text.starts_with('?');
-    for item in text.split(',') {
-        if item.is_empty() {
-            return Err(fail("empty list item".to_owned()));
-        }
-        if is_quartz(item) {
+    for (_, parsed) in &items {
+        let span = parsed.as_ref().map_err(|problem| fail(problem.clone()))?;
+        if span.low > span.high {
+            // Every backwards item written out, the rest as they were.
+            let field = items
+                .iter()
+                .map(|(item, parsed)| match parsed {
+                    Ok(s) if s.low > s.high => s.written_out(spec),
+                    _ => (*item).to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let why = if spec.is_day_of_week() && span.low == 7 {
+                "7 is the Sunday that ends the week".to_owned()
+            } else {
+                format!("ranges do not wrap around the end of the {}", spec.cycle)
+            };
             return Err(fail(format!(
-                "`{item}`: the Quartz extensions L, W and # are not supported"
+                "range `{}` runs backwards: {why}; write `{field}` instead",
+                span.base
             )));
         }
-        let (base, step) = match item.split_once('/') {
-            Some((base, step)) => {
-                let step = match step.parse::<u32>() {
-                    Ok(n) if n >= 1 && n <= spec.max => n,
-                    Ok(_) => {
-                        return Err(fail(format!(
-                            "step `/{step}` must be between 1 and {}",
-                            spec.max
-                        )))
-                    }
-                    Err(_) => return Err(fail(format!("step `/{step}` is not a number"))),
-                };
-                (base, Some(step))
-            }
-            None => (item, None),
-        };
-        let (low, high) = if base == "*" || base == "?" {
-            if base == "?" && spec.name != "day-of-month" && spec.name != "day-of-week" {
-                return Err(fail("`?` is only allowed in the day fields".to_owned()));
-            }
-            (spec.min, spec.max_in_cycle())
-        } else if let Some((a, b)) = split_range(base) {
-            let low = value(a, spec).map_err(&fail)?;
-            let high = value(b, spec).map_err(&fail)?;
-            if low > high {
-                let field = text
-                    .split(',')
-                    .map(|other| unwrapped(other, spec).unwrap_or_else(|| other.to_owned()))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let why = if spec.name == DAY_OF_WEEK.name && low == 7 {
-                    "7 is the Sunday that ends the week".to_owned()
-                } else {
-                    format!("ranges do not wrap around the end of the {}", spec.cycle)
-                };
-                return Err(fail(format!(
-                    "range `{base}` runs backwards: {why}; write `{field}` instead"
-                )));
-            }
-            (low, high)
-        } else {
-            let v = value(base, spec).map_err(&fail)?;
-            // `a/n` means from a to the end of the field, every n. The week ends on
-            // Saturday: 7 is another name for Sunday, not an eighth day.
-            let high = match step {
-                Some(_) => spec.max_in_cycle().max(v),
-                None => v,
-            };
-            (v, high)
-        };
-        let step = step.unwrap_or(1) as usize;
-        for v in (low..=high).step_by(step) {
+        for v in (span.low..=span.high).step_by(span.step as usize) {
             bits |= 1 << v;
         }
     }
+    let starred = text.starts_with('*') || text.starts_with('?');
     Ok(Field { bits, starred })
 }
 
-/// A list item that is a backwards range, written out as what it means; `None` for
-/// any other item.
-fn unwrapped(item: &str, spec: &FieldSpec) -> Option<String> {
+/// One list item of a field: the values from `low` to `high` every `step` (`low` above
+/// `high` for a range written backwards, which is refused).
+struct Span<'a> {
+    /// The item without its step, for messages.
+    base: &'a str,
+    low: u32,
+    high: u32,
+    step: u32,
+    /// Written with names (`FRI-SUN`), so suggestions use names too.
+    named: bool,
+}
+
+fn parse_item<'a>(item: &'a str, spec: &FieldSpec) -> Result<Span<'a>, String> {
+    if item.is_empty() {
+        return Err("empty list item".to_owned());
+    }
+    if is_quartz(item) {
+        return Err(format!(
+            "`{item}`: the Quartz extensions L, W and # are not supported"
+        ));
+    }
     let (base, step) = match item.split_once('/') {
-        Some((base, step)) => (base, step.parse::<u32>().ok().filter(|s| *s >= 1)?),
-        None => (item, 1),
+        Some((base, step)) => match step.parse::<u32>() {
+            Ok(n) if n >= 1 && n <= spec.max => (base, Some(n)),
+            Ok(_) => return Err(format!("step `/{step}` must be between 1 and {}", spec.max)),
+            Err(_) => return Err(format!("step `/{step}` is not a number")),
+        },
+        None => (item, None),
     };
-    let (a, b) = split_range(base)?;
-    let (low, high) = (value(a, spec).ok()?, value(b, spec).ok()?);
-    let named = base.chars().any(|c| c.is_ascii_alphabetic());
-    (low > high).then(|| wrapped(low, high, step, spec, named))
-}
-
-/// A backwards range written out as what it means, keeping names when the range was
-/// written with names: `FRI-SUN` as `FRI,SAT,SUN`, hours `22-2` as `22,23,0,1,2`, and
-/// when that is longer than a week, as two ranges (days `25-3` as `25-31,1-3`).
-fn wrapped(low: u32, high: u32, step: u32, spec: &FieldSpec, named: bool) -> String {
-    let name_of = |v: u32| -> Option<String> {
-        let (names, index) = match spec.name {
-            n if n == DAY_OF_WEEK.name => (&CRATE_DAY_NAMES[..], v % 7),
-            n if n == MONTH.name => (&MONTH_NAMES[..], v.checked_sub(1)?),
-            _ => return None,
-        };
-        names.get(index as usize).map(|name| (*name).to_owned())
-    };
-    let as_written = |v: u32| match name_of(v) {
-        Some(name) if named => name,
-        _ => v.to_string(),
-    };
-    // `7-2` is Sunday to Tuesday: backwards only as written.
-    let low = if spec.name == DAY_OF_WEEK.name && low == 7 {
-        0
+    let (low, high) = if base == "*" || base == "?" {
+        if base == "?" && spec.name != DAY_OF_MONTH.name && !spec.is_day_of_week() {
+            return Err("`?` is only allowed in the day fields".to_owned());
+        }
+        (spec.min, spec.max_in_cycle())
+    } else if let Some((a, b)) = split_range(base) {
+        (value(a, spec)?, value(b, spec)?)
     } else {
-        low
+        let v = value(base, spec)?;
+        // `a/n` means from a to the end of the field, every n. The week ends on
+        // Saturday: 7 is another name for Sunday, not an eighth day.
+        let high = match step {
+            Some(_) => spec.max_in_cycle().max(v),
+            None => v,
+        };
+        (v, high)
     };
-    if low <= high {
-        let range = if low == high {
-            as_written(low)
-        } else {
-            format!("{}-{}", as_written(low), as_written(high))
-        };
-        return match step {
-            1 => range,
-            n => format!("{range}/{n}"),
-        };
-    }
-    let sequence: Vec<u32> = (low..=spec.max_in_cycle())
-        .chain(spec.min..=high)
-        .step_by(step as usize)
-        .collect();
-    if step == 1 && sequence.len() > 7 {
-        let part = |a: u32, b: u32| {
-            if a == b {
-                as_written(a)
-            } else {
-                format!("{}-{}", as_written(a), as_written(b))
-            }
-        };
-        return format!(
-            "{},{}",
-            part(low, spec.max_in_cycle()),
-            part(spec.min, high)
-        );
-    }
-    sequence
-        .iter()
-        .map(|v| as_written(*v))
-        .collect::<Vec<_>>()
-        .join(",")
+    Ok(Span {
+        base,
+        low,
+        high,
+        step: step.unwrap_or(1),
+        named: base.chars().any(|c| c.is_ascii_alphabetic()),
+    })
 }
 
-const MONTH_NAMES: [&str; 12] = [
-    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-];
+impl Span<'_> {
+    /// A backwards range written out as what it means, keeping names when the range was
+    /// written with names: `FRI-SUN` as `FRI,SAT,SUN`, hours `22-2` as `22,23,0,1,2`, and
+    /// when that is longer than a week, as two ranges (days `25-3` as `25-31,1-3`).
+    fn written_out(&self, spec: &FieldSpec) -> String {
+        let (low, high, step, named) = (self.low, self.high, self.step, self.named);
+        let as_written = |v: u32| match spec.name_of(v) {
+            Some(name) if named => name,
+            _ => v.to_string(),
+        };
+        // `7-2` is Sunday to Tuesday: backwards only as written.
+        let low = if spec.is_day_of_week() && low == 7 {
+            0
+        } else {
+            low
+        };
+        if low <= high {
+            let range = if low == high {
+                as_written(low)
+            } else {
+                format!("{}-{}", as_written(low), as_written(high))
+            };
+            return match step {
+                1 => range,
+                n => format!("{range}/{n}"),
+            };
+        }
+        let sequence: Vec<u32> = (low..=spec.max_in_cycle())
+            .chain(spec.min..=high)
+            .step_by(step as usize)
+            .collect();
+        if step == 1 && sequence.len() > 7 {
+            let part = |a: u32, b: u32| {
+                if a == b {
+                    as_written(a)
+                } else {
+                    format!("{}-{}", as_written(a), as_written(b))
+                }
+            };
+            return format!(
+                "{},{}",
+                part(low, spec.max_in_cycle()),
+                part(spec.min, high)
+            );
+        }
+        sequence
+            .iter()
+            .map(|v| as_written(*v))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
 
 /// Crontab's day rule, where it surprises: when both day fields restrict, either one
 /// matching is enough, but a field starting with `*` (even `*/2`) counts as
@@ -583,7 +596,9 @@ fn day_rule_note(parts: &[&str], offset: usize, dom: &Field, dow: &Field) -> Opt
             enumerate_words(&weekday_names(""), "and")
         )
     };
-    let either = |text: &str, full_range: &str| {
+    // The same values without the leading `*`: `*/2` is `1-31/2`.
+    let either = |text: &str, spec: &FieldSpec| {
+        let full_range = format!("{}-{}", spec.min, spec.max_in_cycle());
         text.split(',')
             .map(|item| match item.strip_prefix(['*', '?']) {
                 Some(rest) => format!("{full_range}{rest}"),
@@ -594,10 +609,10 @@ fn day_rule_note(parts: &[&str], offset: usize, dom: &Field, dow: &Field) -> Opt
     };
     let mut rewritten: Vec<String> = parts.iter().map(|p| (*p).to_owned()).collect();
     if dom.starred {
-        rewritten[dom_at] = either(dom_text, "1-31");
+        rewritten[dom_at] = either(dom_text, &DAY_OF_MONTH);
     }
     if dow.starred {
-        rewritten[dow_at] = either(dow_text, "0-6");
+        rewritten[dow_at] = either(dow_text, &DAY_OF_WEEK);
     }
     Some(CronError {
         message: format!("{fields}: {does}"),
