@@ -86,7 +86,7 @@ pub fn register_file(path: &Path) {
 /// The passwords a connection URL or keyword string carries, as written: the user
 /// part's (`postgres://user:PASSWORD@host/db`, `http://user:PASSWORD@proxy`) and every
 /// `password=` / `sslpassword=` value (`?password=PASSWORD`, `host=db password=PASSWORD`).
-pub fn passwords_in(url: &str) -> Vec<String> {
+fn passwords_in(url: &str) -> Vec<String> {
     let mut passwords: Vec<String> = reqwest::Url::parse(url)
         .ok()
         .and_then(|u| u.password().map(str::to_owned))

@@ -94,6 +94,16 @@ pub enum StopReason {
     },
 }
 
+/// The journal refused a record: the run stops, and the reason is kept as text (a
+/// stop reason is compared and serialized).
+impl From<JournalError> for StopReason {
+    fn from(error: JournalError) -> StopReason {
+        StopReason::Journal {
+            error: error.to_string(),
+        }
+    }
+}
+
 impl StopReason {
     /// A stop after which the run is still healthy (resumes later without failure).
     pub fn is_pause(&self) -> bool {
@@ -481,9 +491,7 @@ impl Sender<'_> {
                 },
             };
             if let Err(error) = self.journal.settled(record).await {
-                self.stopper.stop(StopReason::Journal {
-                    error: error.to_string(),
-                });
+                self.stopper.stop(error.into());
             }
         }
         stats.counter(class).fetch_add(1, Ordering::Relaxed);
@@ -530,9 +538,7 @@ impl Sender<'_> {
                     row: request.origin.line,
                 };
                 if let Err(error) = self.journal.attempted(entry).await {
-                    stopper.stop(StopReason::Journal {
-                        error: error.to_string(),
-                    });
+                    stopper.stop(error.into());
                     return None;
                 }
                 p.recorded = true;
@@ -628,9 +634,7 @@ impl Sender<'_> {
                         },
                     };
                     if let Err(error) = self.journal.settled(interim).await {
-                        stopper.stop(StopReason::Journal {
-                            error: error.to_string(),
-                        });
+                        stopper.stop(error.into());
                         return None;
                     }
                     p.recorded = false;

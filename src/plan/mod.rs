@@ -365,6 +365,7 @@ pub struct Pipeline {
     renderer: Arc<Renderer>,
     stager: Stager,
     otn_seen: HashMap<u128, Origin, KeyHashBuild>,
+    /// Recipients already handled, when staging did not pass them over already.
     prior: Option<Arc<dyn PriorLookup>>,
     pub counts: PlanCounts,
     pub invalid_by_code: BTreeMap<&'static str, u64>,
@@ -408,7 +409,11 @@ impl Pipeline {
     ) -> Self {
         // One-time notification tokens are checked for reuse across every row
         // rendered: a campaign with them renders handled rows too.
-        let handled_first = prior.clone().filter(|_| sending && !renderer.has_otn());
+        let (handled_first, prior) = if sending && !renderer.has_otn() {
+            (prior, None)
+        } else {
+            (None, prior)
+        };
         let stage = Stage {
             renderer: renderer.clone(),
             suppressed,

@@ -21,8 +21,6 @@ const KEPT_INVALID_ROWS: usize = 1000;
 /// The outcome of reading the whole audience once, without sending.
 pub struct PlanPass {
     pub report: PlanReport,
-    pub renderer: Arc<Renderer>,
-    pub suppressed: Arc<KeySet>,
 }
 
 /// What makes the whole plan untrustworthy, as diagnostics (not one row's problem).
@@ -151,7 +149,7 @@ fn plan_pass_into(
     };
     let mut sample = Vec::new();
     let mut invalid_rows = Vec::new();
-    let mut pipeline = Pipeline::new(campaign, renderer.clone(), suppressed.clone(), prior);
+    let mut pipeline = Pipeline::new(campaign, renderer, suppressed, prior);
     let mut write_error = None;
     let mut file_shown: Option<(Arc<Path>, String)> = None;
     for planned in pipeline.by_ref() {
@@ -216,9 +214,5 @@ fn plan_pass_into(
         warnings: 0,
         sample,
     };
-    Ok(PlanPass {
-        report,
-        renderer,
-        suppressed,
-    })
+    Ok(PlanPass { report })
 }

@@ -483,13 +483,13 @@ impl Renderer {
         Ok(key)
     }
 
-    /// The rendered one-time notification token, when the campaign has one.
     /// Whether requests carry a one-time notification token (single use: every
     /// rendered request's token is checked against the others').
     pub fn has_otn(&self) -> bool {
         self.has_otn
     }
 
+    /// The rendered one-time notification token, when the campaign has one.
     pub fn otn_token(wire: &WireRequest) -> Option<&str> {
         match wire {
             WireRequest::V2(v2) => v2.body.get("one_time_notif_token").and_then(|v| v.as_str()),

@@ -14,7 +14,8 @@ use crate::render::RenderedRequest;
 /// requests to the senders through a bounded channel. It is started beside the plan
 /// pass and ends, when not asked for, as soon as it is dropped.
 pub(super) struct Feeder {
-    pub(super) requests: Option<mpsc::Receiver<RenderedRequest>>,
+    /// The requests to send; `None` once taken, or when the thread could not start.
+    requests: Option<mpsc::Receiver<RenderedRequest>>,
     /// The number of rows the plan read, once it is made.
     planned_rows: Option<std::sync::mpsc::Sender<u64>>,
     thread: Option<std::thread::JoinHandle<Result<(), Vec<Diagnostic>>>>,
@@ -40,6 +41,11 @@ impl Feeder {
         }
     }
 
+    /// The requests to send, once (`None` when the sending pass could not start).
+    pub(super) fn take_requests(&mut self) -> Option<mpsc::Receiver<RenderedRequest>> {
+        self.requests.take()
+    }
+
     /// The plan is made and read `rows` rows: the sending pass must read as many.
     pub(super) fn planned(&self, rows: u64) {
         if let Some(tx) = &self.planned_rows {
@@ -53,12 +59,14 @@ impl Feeder {
         match self.thread.take().map(std::thread::JoinHandle::join) {
             None | Some(Ok(Ok(()))) => Ok(()),
             Some(Ok(Err(diagnostics))) => Err(diagnostics),
-            Some(Err(_)) => Err(vec![Diagnostic::error(
-                "audience-failed",
-                "the audience reader crashed",
-            )]),
+            Some(Err(_)) => Err(vec![crashed()]),
         }
     }
+}
+
+/// The sending pass ended in a panic (a bug): what it had not handed over is unsent.
+pub(super) fn crashed() -> Diagnostic {
+    Diagnostic::error("audience-failed", "the audience reader crashed")
 }
 
 impl Drop for Feeder {

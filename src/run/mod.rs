@@ -558,7 +558,7 @@ impl OneRun {
             drain: campaign.delivery.timeout + Duration::from_secs(5),
         };
 
-        let Some(rx) = feeder.requests.take() else {
+        let Some(rx) = feeder.take_requests() else {
             if let Some(store) = store.as_deref_mut() {
                 let _ = self.close(store, &run_info.id, RunStatus::Aborted);
             }
@@ -594,12 +594,7 @@ impl OneRun {
 
         let audience_failure = tokio::task::spawn_blocking(move || feeder.finish())
             .await
-            .unwrap_or_else(|_| {
-                Err(vec![Diagnostic::error(
-                    "audience-failed",
-                    "the audience reader crashed",
-                )])
-            })
+            .unwrap_or_else(|_| Err(vec![feeder::crashed()]))
             .err();
         let audience_failed = audience_failure.is_some();
         if let Some(diagnostics) = audience_failure {

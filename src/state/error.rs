@@ -141,13 +141,21 @@ pub enum StateError {
         /// What the backend said.
         detail: String,
     },
+}
 
-    /// The location names a kind of store this build cannot use. Nothing was created.
-    #[error("{location}: {what}; nothing was created. Use a file path for --state (SMAX_STATE), or `none`")]
-    Unsupported {
-        /// The location, as shown to people (no password).
-        location: String,
-        /// Why.
-        what: &'static str,
-    },
+impl StateError {
+    /// A new attempt is a compare-and-set on the stored class: never over a recipient
+    /// recorded as sent, nor over one in flight.
+    pub(super) fn attempt_conflict() -> StateError {
+        StateError::Conflict(
+            "a new attempt for a recipient whose record says it was already sent or is in \
+             flight"
+                .to_owned(),
+        )
+    }
+}
+
+/// A count or row number as the stores' signed 64-bit columns hold it.
+pub(super) fn to_i64(what: &str, n: u64) -> Result<i64, StateError> {
+    i64::try_from(n).map_err(|_| StateError::Invalid(format!("{what} {n}: too large")))
 }

@@ -33,8 +33,7 @@ impl StateLocation {
             return StateLocation::Disabled;
         }
         let scheme = lossy.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-        // A libpq keyword string (`host=db password=…`) is no file name either.
-        let keywords = scheme.is_none() && lossy.contains("password=");
+        let keywords = scheme.is_none() && is_keyword_string(&lossy);
         if matches!(scheme.as_deref(), Some("postgres" | "postgresql")) || keywords {
             // Registered here, where the text becomes a location: every later output
             // is scrubbed of it, whatever path it takes.
@@ -55,6 +54,17 @@ impl StateLocation {
             _ => false,
         }
     }
+}
+
+/// A libpq keyword string (`host=db dbname=smax user=app`, the password perhaps in
+/// PGPASSWORD) is no file name either: it starts with a connection keyword.
+fn is_keyword_string(text: &str) -> bool {
+    const CONNECTION_KEYWORDS: [&str; 6] =
+        ["host", "hostaddr", "port", "dbname", "user", "password"];
+    text.split_whitespace()
+        .next()
+        .and_then(|word| word.split_once('='))
+        .is_some_and(|(key, _)| CONNECTION_KEYWORDS.contains(&key.to_ascii_lowercase().as_str()))
 }
 
 impl fmt::Debug for StateLocation {
@@ -137,9 +147,18 @@ mod tests {
             StateLocation::parse(OsStr::new("/var/state.db"), base),
             StateLocation::File(PathBuf::from("/var/state.db"))
         );
+        // A file name with `=` in it stays a file name.
+        assert_eq!(
+            StateLocation::parse(OsStr::new("./password=1.db"), base),
+            StateLocation::File(PathBuf::from("/project/./password=1.db"))
+        );
         for url in [
             "postgres://u@h/db",
             "PostgreSQL://u:p@h:5432/db?sslmode=require",
+            // Keyword strings, with or without a password in them.
+            "host=db user=app dbname=smax",
+            "dbname=smax host=db password=x",
+            "  user=app host=/run/postgresql",
         ] {
             assert_eq!(
                 StateLocation::parse(OsStr::new(url), base),

@@ -185,7 +185,19 @@ pub struct Fingerprint {
     pub parts: BTreeMap<String, String>,
 }
 
+/// The platform text of a recipient settled as `unknown` when its run ended with the
+/// request in flight.
+pub(super) const SETTLED_TEXT: &str =
+    "no outcome recorded: the process stopped while the request was in flight";
+
 impl Fingerprint {
+    /// The parts as the stores keep them: JSON, with any secret scrubbed.
+    pub(super) fn stored_parts(&self) -> String {
+        // A map of strings always serializes.
+        let json = serde_json::to_string(&self.parts).unwrap_or_default();
+        crate::redact::scrub(&json).into_owned()
+    }
+
     /// Computes the digest of `parts`. Each name and text is length-prefixed, so no
     /// two different maps share an encoding.
     pub fn new(parts: BTreeMap<String, String>) -> Fingerprint {

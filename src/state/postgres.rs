@@ -43,11 +43,11 @@ use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
 use postgres::{Client, Config, GenericClient, NoTls};
 
-use super::error::StateError;
+use super::error::{to_i64, StateError};
 use super::lock::{host_name, HeldLock, Holder, LockError, LockName};
 use super::model::{
-    key_hash, Begin, Counts, DeliveryRow, Fingerprint, JournalBatch, OutcomeClass, RunStart,
-    RunStatus, RunSummary, SortedKeys,
+    key_hash, Begin, Counts, DeliveryRow, Fingerprint, JournalBatch, KeyHashBuild, OutcomeClass,
+    RunStart, RunStatus, RunSummary, SortedKeys, SETTLED_TEXT,
 };
 use super::StateStore;
 
@@ -123,9 +123,6 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
-
-const SETTLED_TEXT: &str =
-    "no outcome recorded: the process stopped while the request was in flight";
 
 /// The leases this batch is fenced by: a record of a run whose lease this session
 /// holds is written only while the lease's epoch is still the one it got.
@@ -397,12 +394,6 @@ enum Fail {
 impl From<postgres::Error> for Fail {
     fn from(e: postgres::Error) -> Fail {
         Fail::Pg(e)
-    }
-}
-
-impl From<StateError> for Fail {
-    fn from(e: StateError) -> Fail {
-        Fail::State(e)
     }
 }
 
@@ -1047,10 +1038,6 @@ fn clean(text: &str) -> String {
     crate::redact::scrub(text).into_owned()
 }
 
-fn parts_json(fp: &Fingerprint) -> String {
-    clean(&serde_json::to_string(&fp.parts).unwrap_or_default())
-}
-
 /// Records a new run (`running`, or `missed` and finished at once); `false` when a run
 /// of that id already exists (it is left as it is).
 fn insert_run(
@@ -1109,6 +1096,7 @@ fn check_lease(
 /// The journal's columns for `unnest`: one statement's attempts, or its outcomes.
 #[derive(Default)]
 struct AttemptColumns {
+    /// Owned: the columns go to the session's thread.
     run: Vec<String>,
     key: Vec<String>,
     source: Vec<String>,
@@ -1128,7 +1116,7 @@ struct OutcomeColumns {
 /// Which statement of a batch a record goes to: the first that does not hold its
 /// recipient yet (one statement may not change a row twice); almost always the first.
 /// A hash collision only costs an extra statement.
-fn statement_for(seen: &mut Vec<HashSet<u128>>, run: &str, key: &str) -> usize {
+fn statement_for(seen: &mut Vec<HashSet<u128, KeyHashBuild>>, run: &str, key: &str) -> usize {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(run.as_bytes());
     hasher.update(&[0]);
@@ -1140,7 +1128,9 @@ fn statement_for(seen: &mut Vec<HashSet<u128>>, run: &str, key: &str) -> usize {
             i
         }
         None => {
-            seen.push(HashSet::from([id]));
+            let mut ids = HashSet::default();
+            ids.insert(id);
+            seen.push(ids);
             seen.len() - 1
         }
     }
@@ -1161,10 +1151,7 @@ fn columns(batch: &JournalBatch) -> Result<(Vec<AttemptColumns>, Vec<OutcomeColu
         c.run.push(run.to_string());
         c.key.push(key);
         c.source.push(clean(&a.source));
-        c.row.push(
-            i64::try_from(a.row)
-                .map_err(|_| StateError::Invalid(format!("row {}: too large", a.row)))?,
-        );
+        c.row.push(to_i64("row", a.row)?);
     }
     let mut outcomes: Vec<OutcomeColumns> = Vec::new();
     let mut seen = Vec::new();
@@ -1410,7 +1397,7 @@ impl StateStore for PostgresStore {
         let now = self.now_ms();
         let shown = self.session.shown.clone();
         let start = start.clone();
-        let fp = parts_json(&start.fingerprint);
+        let fp = start.fingerprint.stored_parts();
         self.fenced_write(&start.run_id.clone(), move |tx| {
             if insert_run(tx, &start, &fp, now, RunStatus::Running)? {
                 return Ok(Begin::New);
@@ -1464,7 +1451,7 @@ impl StateStore for PostgresStore {
         let (id_text, digest, fp) = (
             run_id.to_owned(),
             fingerprint.digest.clone(),
-            parts_json(fingerprint),
+            fingerprint.stored_parts(),
         );
         self.fenced_write(run_id, move |tx| {
             let row = tx.query_opt(
@@ -1622,7 +1609,7 @@ impl StateStore for PostgresStore {
         self.writable()?;
         let now = self.now_ms();
         let start = start.clone();
-        let fp = parts_json(&start.fingerprint);
+        let fp = start.fingerprint.stored_parts();
         // A run that already exists (started, or already recorded as missed) is kept.
         self.session
             .call(move |c| insert_run(c, &start, &fp, now, RunStatus::Missed).map(drop))
@@ -1742,5 +1729,5 @@ fn batch_refusal(
             });
         }
     }
-    Ok(super::sqlite::attempt_conflict())
+    Ok(StateError::attempt_conflict())
 }

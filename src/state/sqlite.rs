@@ -17,11 +17,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-use super::error::StateError;
+use super::error::{to_i64, StateError};
 use super::lock::{self, HeldLock, Holder, LockError, LockName};
 use super::model::{
     key_hash, Begin, Counts, DeliveryRow, Fingerprint, JournalBatch, OutcomeClass, RunStart,
-    RunStatus, RunSummary, SortedKeys,
+    RunStatus, RunSummary, SortedKeys, SETTLED_TEXT,
 };
 use super::StateStore;
 
@@ -106,9 +106,6 @@ const SQL_INSERT_OUTCOME: &str = "INSERT INTO deliveries
 
 const SQL_RUN_COLUMNS: &str =
     "id, run_id, campaign, occurrence, status, started_ms, finished_ms, fp_digest, audience, invalid";
-
-const SETTLED_TEXT: &str =
-    "no outcome recorded: the process stopped while the request was in flight";
 
 /// How hard commits of attempts and run changes push to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -634,11 +631,6 @@ fn clean(text: &str) -> std::borrow::Cow<'_, str> {
     crate::redact::scrub(text)
 }
 
-fn parts_json(fp: &Fingerprint) -> String {
-    // A map of strings always serializes.
-    clean(&serde_json::to_string(&fp.parts).unwrap_or_default()).into_owned()
-}
-
 /// The application id in the database file's own header (bytes 68..72, big-endian),
 /// read without SQLite; `None` when the file is not a SQLite database.
 fn raw_application_id(path: &Path) -> Result<Option<i32>, StateError> {
@@ -724,19 +716,6 @@ fn in_classes(n: usize) -> String {
     format!("AND class IN ({})", vec!["?"; n].join(", "))
 }
 
-/// A new attempt is a compare-and-set on the stored class: never over a recipient
-/// recorded as sent, nor over one in flight.
-pub(super) fn attempt_conflict() -> StateError {
-    StateError::Conflict(
-        "a new attempt for a recipient whose record says it was already sent or is in flight"
-            .to_owned(),
-    )
-}
-
-fn to_i64(what: &str, n: u64) -> Result<i64, StateError> {
-    i64::try_from(n).map_err(|_| StateError::Invalid(format!("{what} {n}: too large")))
-}
-
 impl StateStore for SqliteStore {
     fn location(&self) -> String {
         self.path.display().to_string()
@@ -805,7 +784,7 @@ impl StateStore for SqliteStore {
                     start.occurrence,
                     now,
                     start.fingerprint.digest,
-                    parts_json(&start.fingerprint),
+                    start.fingerprint.stored_parts(),
                 ],
             )
             .map_err(&e)?;
@@ -829,7 +808,7 @@ impl StateStore for SqliteStore {
         // not read as changed on every resume.
         let current = Fingerprint {
             digest: start.fingerprint.digest.clone(),
-            parts: reader.parts(&parts_json(&start.fingerprint))?,
+            parts: reader.parts(&start.fingerprint.stored_parts())?,
         };
         let changed = stored.changes_to(&current);
         let previous = reader.summary_by_pk(id)?;
@@ -887,7 +866,7 @@ impl StateStore for SqliteStore {
         tx.execute(
             "UPDATE runs SET fp_digest = ?2, fp_parts = ?3, status = 'running', finished_ms = NULL
              WHERE id = ?1",
-            params![id, fingerprint.digest, parts_json(fingerprint)],
+            params![id, fingerprint.digest, fingerprint.stored_parts()],
         )
         .map_err(&e)?;
         tx.commit().map_err(&e)
@@ -981,7 +960,7 @@ impl StateStore for SqliteStore {
                     .map_err(&e)?;
                 if changed == 0 {
                     // Dropping the transaction rolls the whole batch back.
-                    return Err(attempt_conflict());
+                    return Err(StateError::attempt_conflict());
                 }
             }
             let mut update = tx.prepare_cached(SQL_UPDATE_OUTCOME).map_err(&e)?;
@@ -1080,7 +1059,7 @@ impl StateStore for SqliteStore {
                     start.occurrence,
                     now,
                     start.fingerprint.digest,
-                    parts_json(&start.fingerprint),
+                    start.fingerprint.stored_parts(),
                 ],
             )
             .map_err(self.err())?;

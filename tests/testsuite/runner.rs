@@ -248,6 +248,7 @@ fn an_unreachable_postgres_is_a_clear_error_and_nothing_is_created() {
     let out = p.run(&["run", "c.yaml", "--new-state"], &[("SMAX_STATE", url)]);
     let text = transcript(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("cannot connect"), "{text}");
     assert!(!text.contains("pg-Secret-92"), "{text}");
     assert_eq!(listing(), before, "nothing was created");
 }
