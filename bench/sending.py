@@ -87,6 +87,12 @@ class Sandbox:
             args += ["--bot", f"{bot}={TOKEN}"]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.url = self.proc.stdout.readline().decode().strip().split(" ")[-1]
+        if not self.url.startswith("http"):
+            # It exited (or printed something else) instead of listening: say so now,
+            # not as a confusing failure of the first run.
+            self.proc.kill()
+            code = self.proc.wait()
+            sys.exit(f"the sandbox did not start (exit {code}): run `{' '.join(args)}` to see why")
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

@@ -137,34 +137,22 @@ impl Runner {
 
     /// Runs every campaign, at once, and returns how each ended, in the given order.
     pub async fn run(&self, runs: Vec<PreparedRun>) -> Vec<Result<Ended, RunError>> {
-        let budgets = budgets(
-            runs.iter()
-                .filter(|r| may_send_now(r))
-                .map(|r| (r.campaign().bot.id.as_str(), r.campaign().delivery.rate)),
-        );
+        // Refusals first: a run that will not start sets no bot's budget.
+        let runs = refuse_duplicate_names(runs);
+        let budgets = sending_budgets(&runs);
         let bot_locks = Arc::new(BotLocks::default());
         let writers = Arc::new(Writers::default());
         let opened = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut names: Vec<(String, PathBuf)> = Vec::new();
         let mut tasks = Vec::with_capacity(runs.len());
         for run in runs {
+            let run = match run {
+                Ok(run) => run,
+                Err(refused) => {
+                    tasks.push(Err(refused));
+                    continue;
+                }
+            };
             let campaign = run.campaign();
-            // A name is a run (or a series of them): two files of one name in one
-            // invocation would race for the same recipients.
-            if let Some((_, first)) = names.iter().find(|(name, _)| *name == campaign.name) {
-                tasks.push(Err(RunError::Invalid(vec![Diagnostic::error(
-                    "duplicate-campaign",
-                    format!(
-                        "{}: the campaign name `{}` is also used by {} in this invocation; a name is a run, so they would send to the same recipients",
-                        campaign.path.display(),
-                        campaign.name,
-                        first.display()
-                    ),
-                )
-                .help("give each campaign its own `name`, or run them one after another")])));
-                continue;
-            }
-            names.push((campaign.name.clone(), campaign.path.clone()));
             let budget = budgets
                 .get(&campaign.bot.id)
                 .cloned()
@@ -672,6 +660,44 @@ impl OneRun {
 /// Whether the campaign may send in this invocation, as far as can be told before
 /// it starts: a scheduled campaign with nothing due must not lower its bot's budget
 /// for the campaigns that are due. What cannot be read counts as "may".
+/// Each campaign name once: a name is a run (or a series of them), so two files of
+/// one name in one invocation would race for the same recipients; the later is refused.
+fn refuse_duplicate_names(runs: Vec<PreparedRun>) -> Vec<Result<PreparedRun, RunError>> {
+    let mut names: Vec<(String, PathBuf)> = Vec::new();
+    runs.into_iter()
+        .map(|run| {
+            let campaign = run.campaign();
+            if let Some((_, first)) = names.iter().find(|(name, _)| *name == campaign.name) {
+                return Err(RunError::Invalid(vec![Diagnostic::error(
+                    "duplicate-campaign",
+                    format!(
+                        "{}: the campaign name `{}` is also used by {} in this invocation; a name is a run, so they would send to the same recipients",
+                        campaign.path.display(),
+                        campaign.name,
+                        first.display()
+                    ),
+                )
+                .help("give each campaign its own `name`, or run them one after another")]));
+            }
+            names.push((campaign.name.clone(), campaign.path.clone()));
+            Ok(run)
+        })
+        .collect()
+}
+
+/// One budget per bot, at the lowest rate among the accepted campaigns that may send
+/// now (a scheduled campaign with nothing due does not slow its bot down).
+fn sending_budgets(
+    runs: &[Result<PreparedRun, RunError>],
+) -> std::collections::HashMap<String, Arc<BotBudget>> {
+    budgets(
+        runs.iter()
+            .flatten()
+            .filter(|r| may_send_now(r))
+            .map(|r| (r.campaign().bot.id.as_str(), r.campaign().delivery.rate)),
+    )
+}
+
 fn may_send_now(run: &PreparedRun) -> bool {
     let campaign = run.campaign();
     if campaign.schedule.is_none() {
@@ -774,6 +800,18 @@ mod tests {
         (dir, run)
     }
 
+    fn with_rate(mut run: PreparedRun, name: &str, rate: f64) -> PreparedRun {
+        run.prepared.campaign.name = name.to_owned();
+        run.prepared.campaign.delivery.rate = rate;
+        run
+    }
+
+    fn budget_rate(runs: Vec<PreparedRun>) -> Option<f64> {
+        sending_budgets(&refuse_duplicate_names(runs))
+            .get("b1")
+            .map(|b| b.rate())
+    }
+
     #[test]
     fn only_campaigns_that_may_send_now_set_their_bots_budget() {
         // 09:00 daily is due at 09:30 (catch_up 1h); 09:00 on Sundays is not (a Wednesday).
@@ -781,5 +819,34 @@ mod tests {
         let (_b, not_due) = scheduled("0 9 * * 0");
         assert!(may_send_now(&due));
         assert!(!may_send_now(&not_due));
+        let runs = vec![
+            with_rate(due, "due", 20.0),
+            with_rate(not_due, "later", 5.0),
+        ];
+        assert_eq!(budget_rate(runs), Some(20.0));
+    }
+
+    #[test]
+    fn a_campaign_refused_as_a_duplicate_sets_no_budget() {
+        let (_a, first) = scheduled("0 9 * * *");
+        let (_b, second) = scheduled("0 9 * * *");
+        let runs = refuse_duplicate_names(vec![
+            with_rate(first, "same", 20.0),
+            with_rate(second, "same", 5.0),
+        ]);
+        assert!(runs[0].is_ok());
+        assert!(
+            matches!(&runs[1], Err(RunError::Invalid(d)) if d[0].code == "duplicate-campaign"),
+            "the second of one name is refused"
+        );
+        assert_eq!(
+            sending_budgets(&runs).get("b1").map(|b| b.rate()),
+            Some(20.0),
+            "the refused campaign's lower rate does not slow the bot"
+        );
+        let (_c, other) = scheduled("0 9 * * *");
+        let (_d, slower) = scheduled("0 9 * * *");
+        let runs = vec![with_rate(other, "one", 20.0), with_rate(slower, "two", 5.0)];
+        assert_eq!(budget_rate(runs), Some(5.0), "two accepted: the lower rate");
     }
 }
