@@ -116,7 +116,19 @@ pub(super) fn check_project(project: &Parsed<ProjectFile>) -> Vec<Diagnostic> {
     let root = super::folder_of(&project.source.path);
     let data_dirs = super::data_dirs(&root, &project.content);
     for (i, resolved) in data_dirs.iter().enumerate() {
-        if !resolved.is_dir() {
+        if let Some(why) = super::confine::data_dir_refusal(resolved, &root) {
+            out.push(
+                Diagnostic::error(
+                    "data-dir-too-wide",
+                    format!(
+                        "data folder `{}` cannot be opted in: {why}",
+                        resolved.display()
+                    ),
+                )
+                .at(project.value_at(&format!("/data_dirs/{i}")))
+                .help("name the folder that holds the audience files, e.g. `../shared-data`; campaign files arrive through pull requests, so smax.yaml must not open the machine's own files to them"),
+            );
+        } else if !resolved.is_dir() {
             out.push(
                 Diagnostic::error(
                     "missing-folder",

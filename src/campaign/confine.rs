@@ -151,6 +151,57 @@ impl Confinement {
     }
 }
 
+/// Folders `data_dirs` may not name, whatever the project: they hold the
+/// machine's and the user's own files (a CI runner's home holds its tools'
+/// credentials), never campaign data.
+const SYSTEM_FOLDERS: [&str; 5] = ["/etc", "/proc", "/sys", "/dev", "/boot"];
+
+/// Why a `data_dirs` entry would open more than a data folder, or None when
+/// it may be opted in. A pull request can change smax.yaml too, so
+/// `data_dirs: ["/"]` would undo the confinement: a data folder must be a
+/// folder of data, not the file system, the home folder, a folder the project
+/// itself lies in, a system folder or a hidden one (`.ssh`, `.aws`, …).
+pub fn data_dir_refusal(dir: &Path, project_root: &Path) -> Option<String> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| lexical_absolute(dir));
+    let root =
+        std::fs::canonicalize(project_root).unwrap_or_else(|_| lexical_absolute(project_root));
+    if dir.parent().is_none() {
+        return Some("it is the root of the file system".into());
+    }
+    if root.starts_with(&dir) && root != dir {
+        return Some(format!(
+            "the project itself lies in it (`{}`), so it would open every folder beside the project",
+            root.display()
+        ));
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        let home = std::fs::canonicalize(&home).unwrap_or_else(|_| PathBuf::from(&home));
+        if home.starts_with(&dir) {
+            return Some(format!("it holds the home folder `{}`", home.display()));
+        }
+    }
+    if let Some(system) = SYSTEM_FOLDERS.iter().find(|f| dir.starts_with(f)) {
+        return Some(format!("it is under the system folder `{system}`"));
+    }
+    // Components the project's own path does not share: a project kept under
+    // a hidden folder may still name a sibling folder of data.
+    let shared = dir
+        .components()
+        .zip(root.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    if let Some(hidden) = dir.components().skip(shared).find(|c| {
+        let name = c.as_os_str().to_string_lossy();
+        name.starts_with('.') && name != "." && name != ".."
+    }) {
+        return Some(format!(
+            "`{}` is a hidden folder, where tools keep credentials",
+            hidden.as_os_str().to_string_lossy()
+        ));
+    }
+    None
+}
+
 /// `path` made absolute against the current directory, `..` resolved
 /// lexically; no file system access.
 fn lexical_absolute(path: &Path) -> PathBuf {
@@ -267,6 +318,33 @@ mod tests {
     }
 
     #[cfg(unix)]
+    #[test]
+    fn data_dirs_must_be_folders_of_data() {
+        let (dir, project) = setup();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir_all(shared.join(".aws")).unwrap();
+        assert_eq!(data_dir_refusal(&shared, &project), None);
+        let refused = |d: &Path| data_dir_refusal(d, &project).is_some();
+        assert!(refused(Path::new("/")));
+        assert!(refused(dir.path()), "an ancestor of the project");
+        assert_eq!(
+            data_dir_refusal(&project, &project),
+            None,
+            "the project itself adds nothing"
+        );
+        assert!(refused(Path::new("/etc/ssl")));
+        assert!(refused(Path::new("/proc/self")));
+        assert!(refused(&shared.join(".aws")));
+        // A project under a hidden folder may name a sibling of data.
+        let hidden_project = dir.path().join(".work/project");
+        std::fs::create_dir_all(&hidden_project).unwrap();
+        std::fs::create_dir_all(dir.path().join(".work/data")).unwrap();
+        assert_eq!(
+            data_dir_refusal(&dir.path().join(".work/data"), &hidden_project),
+            None
+        );
+    }
+
     #[test]
     fn fifos_and_folders_are_not_files() {
         let (_d, project) = setup();

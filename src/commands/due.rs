@@ -85,8 +85,20 @@ pub(super) fn run(global: &GlobalArgs, args: &DueArgs) -> ExitStatus {
     let mut at_shown = None;
     let mut noted = std::collections::HashSet::new();
     let inputs = super::inputs(global);
-    for file in &files {
-        let project = match campaign::project_for(file, global.config.as_deref()) {
+    // Every file is loaded before anything is printed: loading registers the
+    // tokens a file names with the scrubber, so a later file's inline bot token
+    // cannot leak through an earlier file's diagnostics.
+    let loaded: Vec<_> = files
+        .iter()
+        .map(|file| {
+            campaign::project_for(file, global.config.as_deref()).map(|project| {
+                let (loaded, diagnostics) = campaign::load_campaign(file, &project);
+                (project, loaded, diagnostics)
+            })
+        })
+        .collect();
+    for entry in loaded {
+        let (project, loaded, diagnostics) = match entry {
             Ok(p) => p,
             Err(errors) => {
                 eprint_diagnostics(&errors);
@@ -94,7 +106,6 @@ pub(super) fn run(global: &GlobalArgs, args: &DueArgs) -> ExitStatus {
                 continue;
             }
         };
-        let (loaded, diagnostics) = campaign::load_campaign(file, &project);
         let Some(c) = loaded else {
             eprint_diagnostics(&diagnostics);
             status = ExitStatus::Invalid;

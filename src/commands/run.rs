@@ -61,8 +61,15 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
     let inputs = super::inputs(global);
     let mut status = ExitStatus::Success;
     let mut runs = Vec::new();
-    for file in &files {
-        let prepared = match Prepared::load(file, &inputs) {
+    // Every file is loaded before anything is printed: loading registers the
+    // tokens a file names with the scrubber, so a later file's inline bot token
+    // cannot leak through an earlier file's diagnostics.
+    let loaded: Vec<_> = files
+        .iter()
+        .map(|file| Prepared::load(file, &inputs))
+        .collect();
+    for prepared in loaded {
+        let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {
                 status = status.worst(render_error(&e));

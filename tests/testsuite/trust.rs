@@ -252,6 +252,51 @@ fn data_dirs_opt_a_folder_outside_the_project_in() {
 }
 
 #[test]
+fn data_dirs_cannot_open_the_machine_to_campaign_files() {
+    // A pull request can change smax.yaml too: `data_dirs: ["/"]` would undo
+    // the confinement, so folders that hold more than data are refused.
+    let outer = tempfile::tempdir().expect("tempdir");
+    let project_dir = outer.path().join("project");
+    std::fs::create_dir_all(outer.path().join("hidden/.aws")).expect("mkdir");
+    std::fs::create_dir_all(&project_dir).expect("mkdir");
+    std::fs::write(
+        project_dir.join("c.yaml"),
+        campaign(
+            "  from:\n    - users:\n        - { customer_id: \"1\" }",
+            "hi",
+        ),
+    )
+    .expect("write");
+    for (dir, why) in [
+        ("/", "root of the file system"),
+        ("..", "the project itself lies in it"),
+        ("/etc", "system folder `/etc`"),
+        ("../hidden/.aws", "hidden folder"),
+    ] {
+        std::fs::write(
+            project_dir.join("smax.yaml"),
+            format!("data_dirs: [\"{dir}\"]\n{PROJECT}"),
+        )
+        .expect("write");
+        let out = common::run_in(&project_dir, &["validate", "c.yaml"]);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{dir}: {all}");
+        assert!(all.contains("error[data-dir-too-wide]"), "{dir}: {all}");
+        assert!(all.contains("smax.yaml:1:13"), "{dir}: {all}");
+        assert!(all.contains(why), "{dir}: {all}");
+    }
+}
+
+#[test]
+fn without_smax_yaml_a_path_out_of_the_campaigns_folder_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = "version: 1\nname: r\nbot: { id: \"b1\", token_env: SMAX_TRUST_TOKEN }\naudience:\n  from:\n    - csv: /etc/passwd\nrecipient:\n  customer_id: \"{{ customer_id }}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: \"{{ frist_name }}\"\n";
+    std::fs::write(dir.path().join("r.yaml"), body).expect("write");
+    let out = common::run_in(dir.path(), &["validate", "r.yaml"]);
+    assert_refused(&out, "r.yaml:6:12");
+}
+
+#[test]
 fn a_token_file_outside_the_project_is_refused() {
     let project = TempProject::new(
         "bots:\n  shop:\n    id: \"b1\"\n    token_file: /etc/passwd\n    api: v2\n",
@@ -419,6 +464,70 @@ fn a_token_is_scrubbed_from_every_byte_the_tool_writes() {
         }
         let bytes = std::fs::read(&path).expect("read");
         assert_clean(&path.display().to_string(), &bytes);
+    }
+}
+
+#[test]
+fn a_token_file_is_scrubbed_like_a_token_env() {
+    const FILE_TOKEN: &str = "filetok-LEAK-5e4d3c";
+    let project = TempProject::new(
+        "bots:\n  shop:\n    id: \"b1\"\n    token_file: secrets/shop.token\n    api: v2\n",
+    );
+    project.write("secrets/shop.token", &format!("{FILE_TOKEN}\n"));
+    // The token as a column name: the typo's did-you-mean lists the columns.
+    project.write("a.csv", &format!("customer_id,{FILE_TOKEN}\n1,x\n"));
+    project.write(
+        "c.yaml",
+        &campaign("  from:\n    - csv: a.csv", "{{ frist_name }}"),
+    );
+    for format in ["text", "json", "github"] {
+        let out = project.run(&["validate", "c.yaml", "--format", format], &[]);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        assert!(
+            all.contains("***"),
+            "the token never reached an output: {all}"
+        );
+        assert!(!all.contains(FILE_TOKEN), "{format}: {all}");
+    }
+}
+
+#[test]
+fn a_later_files_token_never_leaks_through_an_earlier_files_output() {
+    // b.yaml's inline bot names the token; a.yaml's error quotes it. The
+    // error must not be printed before b.yaml has been read.
+    const LATER_TOKEN: &str = "laterTokLEAK4f3e2d";
+    let project = TempProject::new(PROJECT);
+    project.write("a.csv", "customer_id,first_name\n1,x\n");
+    project.write(
+        "a.yaml",
+        &campaign(
+            "  from:\n    - csv: a.csv",
+            &format!("{{{{ {LATER_TOKEN} }}}}"),
+        ),
+    );
+    project.write(
+        "b.yaml",
+        &one_user_campaign()
+            .replace("name: trust", "name: later")
+            .replace(
+                "bot: shop",
+                "bot: { id: \"b2\", token_env: SMAX_LATER_TOKEN }",
+            ),
+    );
+    for command in ["run", "due"] {
+        let args: &[&str] = if command == "run" {
+            &["run", "a.yaml", "b.yaml", "--api-url", "http://127.0.0.1:9"]
+        } else {
+            &["due", "."]
+        };
+        let out = project.run(args, &[("SMAX_LATER_TOKEN", LATER_TOKEN)]);
+        let all = text(&out);
+        assert!(
+            all.contains("***"),
+            "{command}: the token never reached an output: {all}"
+        );
+        assert!(!all.contains(LATER_TOKEN), "{command}: {all}");
     }
 }
 
