@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use minijinja::Value;
 
+use super::line_count::LineCounter;
 use super::source::ColumnType;
 use super::{Origin, Row, RowEvent};
 use crate::human::io_reason;
@@ -116,7 +117,8 @@ pub(super) fn open(
         Ok(f) => f,
         Err(e) => return failed(io_reason(&e)),
     };
-    let mut reader = builder(delimiter).from_reader(BufReader::with_capacity(1 << 16, handle));
+    let mut reader =
+        builder(delimiter).from_reader(LineCounter::new(BufReader::with_capacity(1 << 16, handle)));
     let names = match reader
         .byte_headers()
         .map_err(|e| e.to_string())
@@ -149,7 +151,8 @@ pub(super) fn open(
                 None
             }
             Ok(true) => {
-                let line = record.position().map(|p| p.line()).unwrap_or(0);
+                let start = record.position().map(|p| p.byte()).unwrap_or(0);
+                let line = reader.get_mut().record_line(start);
                 let origin = Origin {
                     file: file.clone(),
                     line,

@@ -10,6 +10,7 @@
 mod csv_source;
 pub(crate) mod json_row;
 mod jsonl_source;
+mod line_count;
 mod source;
 
 use std::path::Path;

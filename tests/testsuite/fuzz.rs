@@ -1956,8 +1956,6 @@ fn csv_reader() {
 }
 
 #[test]
-#[ignore = "reported: in CSV files with CRLF line ends every row is numbered one line early \
-            (the first data row as line 1, the header's), and with bare CR ends every row as line 1"]
 fn csv_row_numbers_are_physical_lines() {
     let dir = scratch();
     let templates = row_templates();
