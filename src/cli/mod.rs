@@ -184,7 +184,10 @@ pub struct RunArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RecipientFilter {
+    /// Failed for now: the next run takes them up again.
     Failed,
+    /// Refused by the platform for good.
+    Rejected,
     Unknown,
     Sent,
     All,

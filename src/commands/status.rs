@@ -63,7 +63,8 @@ pub(super) fn run(global: &GlobalArgs, args: &StatusArgs) -> ExitStatus {
             return ExitStatus::Invalid;
         };
         let classes: Vec<OutcomeClass> = match filter {
-            RecipientFilter::Failed => vec![OutcomeClass::Rejected, OutcomeClass::Retryable],
+            RecipientFilter::Failed => vec![OutcomeClass::Retryable],
+            RecipientFilter::Rejected => vec![OutcomeClass::Rejected],
             RecipientFilter::Unknown => vec![OutcomeClass::Unknown, OutcomeClass::Attempted],
             RecipientFilter::Sent => vec![OutcomeClass::Sent],
             RecipientFilter::All => vec![],
@@ -171,6 +172,9 @@ impl RunView<'_> {
     fn json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self.run).unwrap_or_default();
         if let Some(map) = v.as_object_mut() {
+            // The store's own classes (`attempted`, `retryable`, `skipped`) are a
+            // second vocabulary; `outcomes` says the same in the one people read.
+            map.remove("counts");
             map.insert("status".into(), serde_json::json!(self.status));
             map.insert("outcomes".into(), serde_json::json!(self.outcomes));
             // Percentages of the audience, to one decimal; absent when it is unknown.

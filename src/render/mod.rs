@@ -48,8 +48,11 @@ pub enum Invalid {
         field: String,
         message: String,
     },
-    EmptyKey,
-    NoIdentifier,
+    /// The key rendered empty: the variables it names, as `` `customer_id` ``.
+    EmptyKey(String),
+    /// Every identifier the campaign declares rendered empty: the fields and the
+    /// variables they name, as `` recipient.customer_id (`customer_id`) ``.
+    NoIdentifier(String),
     EmptyField(&'static str),
     TextTooLong {
         chars: usize,
@@ -66,8 +69,8 @@ impl Invalid {
             Invalid::Broken(_) => "broken-row",
             Invalid::Template { .. } => "template-error",
             Invalid::OverBudget { .. } => "template-budget",
-            Invalid::EmptyKey => "empty-key",
-            Invalid::NoIdentifier => "no-identifier",
+            Invalid::EmptyKey(_) => "empty-key",
+            Invalid::NoIdentifier(_) => "no-identifier",
             Invalid::EmptyField(_) => "empty-field",
             Invalid::TextTooLong { .. } => "text-too-long",
             Invalid::OtnReused { .. } => "otn-token-reused",
@@ -82,8 +85,14 @@ impl std::fmt::Display for Invalid {
             Invalid::Template { field, message } | Invalid::OverBudget { field, message } => {
                 write!(f, "{field}: {message}")
             }
-            Invalid::EmptyKey => write!(f, "the audience key renders empty"),
-            Invalid::NoIdentifier => write!(f, "every recipient identifier renders empty"),
+            Invalid::EmptyKey(names) => write!(
+                f,
+                "audience.key renders empty: {names} is empty or missing in this row"
+            ),
+            Invalid::NoIdentifier(fields) => write!(
+                f,
+                "no identifier to send to: {fields} rendered empty in this row"
+            ),
             Invalid::EmptyField(field) => write!(f, "{field} renders empty"),
             Invalid::TextTooLong { chars } => {
                 write!(
@@ -306,6 +315,25 @@ pub struct Renderer {
     has_where: bool,
     has_otn: bool,
     has_ntn: bool,
+    /// For reasons: the variables the key names, and the identifier fields with
+    /// theirs, worded once here rather than for every invalid row.
+    key_names: String,
+    identifier_names: String,
+}
+
+/// `` `a`, `b` `` for the variables a template names (sorted), or "the value it
+/// renders" for one that names none.
+fn names_used(set: &TemplateSet, template: &str) -> String {
+    let mut names: Vec<String> = set.undeclared(template).into_iter().collect();
+    names.sort();
+    if names.is_empty() {
+        return "the value it renders".into();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Renderer {
@@ -387,6 +415,19 @@ impl Renderer {
                 (name.clone(), set.handle(&pointer))
             })
             .collect();
+        let identifier_pointers: Vec<String> = match campaign.bot.api {
+            ApiVersion::V1 => vec!["/recipient/user_id".into()],
+            ApiVersion::V2 => identifiers
+                .iter()
+                .map(|(n, _)| format!("/recipient/{n}"))
+                .collect(),
+        };
+        let identifier_names = identifier_pointers
+            .iter()
+            .map(|p| format!("{} ({})", field_name(p), names_used(&set, p)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let key_names = names_used(&set, KEY);
         let ahead = slot_request_handles(campaign, &mut handles, &mut identifiers, &mut attributes);
         let body_fields = identifiers.len()
             + 4
@@ -407,6 +448,8 @@ impl Renderer {
             has_where: campaign.audience.where_expr.is_some(),
             has_otn: campaign.message.one_time_notif_token.is_some(),
             has_ntn: campaign.message.notification_messages_token.is_some(),
+            key_names,
+            identifier_names,
         })
     }
 
@@ -478,7 +521,7 @@ impl Renderer {
     pub fn key(&self, ctx: &Context) -> Result<String, Invalid> {
         let key = self.render(&self.handles.key, ctx)?;
         if key.trim().is_empty() {
-            return Err(Invalid::EmptyKey);
+            return Err(Invalid::EmptyKey(self.key_names.clone()));
         }
         Ok(key)
     }
@@ -520,7 +563,7 @@ impl Renderer {
     fn v1(&self, ctx: &Context) -> Result<V1Send, Invalid> {
         let user_id = self.render(&self.handles.user_id, ctx)?;
         if user_id.trim().is_empty() {
-            return Err(Invalid::NoIdentifier);
+            return Err(Invalid::NoIdentifier(self.identifier_names.clone()));
         }
         let block = match &self.content {
             Content::BlockName(_) => Some(V1Block::Name(self.non_empty(
@@ -566,7 +609,7 @@ impl Renderer {
             }
         }
         if body.is_empty() {
-            return Err(Invalid::NoIdentifier);
+            return Err(Invalid::NoIdentifier(self.identifier_names.clone()));
         }
         match &self.content {
             Content::BlockId(_) => {

@@ -23,16 +23,61 @@ pub struct RunReport {
     /// Recipients of this run not reached by this invocation; the next `run` takes them up.
     pub pending: u64,
     pub achieved_rate: f64,
+    /// Each outcome's share of the audience (the recipients that reached rendering),
+    /// in percent, as the summary and the step summary show it; absent for an empty
+    /// audience.
+    pub percent: Option<OutcomeShares>,
     /// Whether the run ended well: everything sent or paused, nothing failed, every
     /// record kept. Callers map it to an exit code.
     #[serde(skip)]
     pub ok: bool,
 }
 
+/// Percent of the audience per outcome, in the order the summary lists them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct OutcomeShares {
+    pub sent: f64,
+    pub rejected: f64,
+    pub failed: f64,
+    pub unknown: f64,
+    pub invalid: f64,
+    pub pending: f64,
+}
+
 impl RunReport {
+    /// Fills in what is derived from the counts; call once they are final.
+    pub fn with_shares(mut self) -> RunReport {
+        let audience = self.plan.rendered();
+        let [sent, rejected, failed, unknown, invalid, pending] = self
+            .outcomes()
+            .map(|(_, n)| percent(n, audience).unwrap_or(0.0));
+        self.percent = (audience > 0).then_some(OutcomeShares {
+            sent,
+            rejected,
+            failed,
+            unknown,
+            invalid,
+            pending,
+        });
+        self
+    }
+
+    /// The outcomes every view lists, in one order with one vocabulary.
+    pub fn outcomes(&self) -> [(&'static str, u64); 6] {
+        let d = &self.delivery;
+        [
+            ("sent", d.sent),
+            ("rejected", d.rejected),
+            ("failed", d.failed),
+            ("unknown", d.unknown),
+            ("invalid", self.invalid),
+            ("pending", self.pending),
+        ]
+    }
+
     /// The summary printed after a run.
     pub fn text(&self) -> String {
-        let (r, plan, pending) = (&self.delivery, &self.plan, self.pending);
+        let (r, plan) = (&self.delivery, &self.plan);
         use std::fmt::Write;
         let mut out = String::new();
         let name = &self.campaign;
@@ -52,14 +97,7 @@ impl RunReport {
             },
             human_duration(r.seconds)
         );
-        for (label, n) in [
-            ("sent", r.sent),
-            ("rejected", r.rejected),
-            ("failed", r.failed),
-            ("unknown", r.unknown),
-            ("invalid", plan.invalid),
-            ("pending", pending),
-        ] {
+        for (label, n) in self.outcomes() {
             let _ = writeln!(
                 out,
                 "  {label:<10}{:>10}{}",
@@ -104,16 +142,17 @@ impl RunReport {
         let d = &r.delivery;
         let mut out = String::new();
         let _ = writeln!(out, "### Run `{}`\n", r.run_id);
-        let _ = writeln!(out, "| outcome | count |\n|---|---:|");
-        for (label, n) in [
-            ("sent", d.sent),
-            ("rejected", d.rejected),
-            ("failed", d.failed),
-            ("unknown", d.unknown),
-            ("invalid", r.invalid),
-            ("pending", r.pending),
-        ] {
-            let _ = writeln!(out, "| {label} | {} |", thousands(n));
+        let audience = r.plan.rendered();
+        let _ = writeln!(
+            out,
+            "| outcome | count | of the audience ({}) |\n|---|---:|---:|",
+            thousands(audience)
+        );
+        for (label, n) in r.outcomes() {
+            let share = percent(n, audience)
+                .map(|p| format!("{p:.1}%"))
+                .unwrap_or_else(|| "–".into());
+            let _ = writeln!(out, "| {label} | {} | {share} |", thousands(n));
         }
         let _ = writeln!(
             out,

@@ -625,8 +625,10 @@ impl OneRun {
             plan: pass.report.counts,
             achieved_rate: result.achieved_rate(),
             delivery: result,
+            percent: None,
             ok: !(failed || aborted || close_failed),
-        };
+        }
+        .with_shares();
         let _ = self
             .events
             .send(RunEvent::Finished(Box::new(report.clone())));

@@ -68,10 +68,12 @@ impl OutcomeClass {
     }
 
     /// The word people read for it (`status`, run summaries): a `retryable` recipient
-    /// "failed" (it is taken up again by the next run), a `skipped` one is "pending".
+    /// "failed" (it is taken up again by the next run), a `skipped` one is "pending",
+    /// and an `attempted` one "unknown": its request may have left, whether the run
+    /// is still waiting for the answer or its process died.
     pub fn label(self) -> &'static str {
         match self {
-            OutcomeClass::Attempted => "in flight",
+            OutcomeClass::Attempted => "unknown",
             OutcomeClass::Sent => "sent",
             OutcomeClass::Rejected => "rejected",
             OutcomeClass::Retryable => "failed",

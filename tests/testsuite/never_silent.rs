@@ -172,6 +172,18 @@ fn state_init_creates_the_store_once() {
     assert_eq!(none.status.code(), Some(2), "{}", transcript(&none));
 }
 
+/// A read-only connection that has read, as a concurrent `status` would: while
+/// it is open, closing the run's own connections cannot fold the log back.
+fn a_reader_holding_the_log(db: &Path) -> rusqlite::Connection {
+    let reader =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("reader");
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .expect("read");
+    reader
+}
+
 /// CI caches may carry `state.db` without its `-wal`: after a run the file alone
 /// must hold every record. A reader keeps its connection open across the run, as
 /// a concurrent `status` would, so closing the run's connections cannot fold the
@@ -181,12 +193,7 @@ fn after_a_run_the_database_file_alone_is_complete() {
     let sandbox = sandbox();
     let p = project(true, 30, "");
     let db = p.path().join(".smax/state.db");
-    let reader =
-        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("reader");
-    let _: i64 = reader
-        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
-        .expect("read");
+    let reader = a_reader_holding_the_log(&db);
     let out = run(&p, &["run", "c.yaml"], &sandbox.url);
     assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
     assert_eq!(sandbox.accepted().len(), 30);
@@ -206,6 +213,37 @@ fn after_a_run_the_database_file_alone_is_complete() {
     drop(reader);
 }
 
+/// The run's row as a copy of `state.db` alone holds it (no `-wal` beside it).
+fn status_in_the_file_alone(db: &Path) -> String {
+    let copy = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(db, copy.path().join("state.db")).expect("copy the file alone");
+    let copied = rusqlite::Connection::open(copy.path().join("state.db")).expect("open copy");
+    copied
+        .query_row("SELECT status FROM runs WHERE run_id = 'ns'", [], |r| {
+            r.get(0)
+        })
+        .expect("the run is in the file")
+}
+
+/// Runs that end badly checkpoint too: a run aborted by a refused token, and one
+/// handed over by `--max-duration`.
+#[test]
+fn after_a_failed_or_handed_over_run_the_database_file_alone_is_complete() {
+    let sandbox = SandboxProc::start(&["--bot", "bot-1=another-token"]);
+    let p = project(true, 5, "");
+    let db = p.path().join(".smax/state.db");
+    let reader = a_reader_holding_the_log(&db);
+    let out = run(&p, &["run", "c.yaml"], &sandbox.url);
+    assert_eq!(out.status.code(), Some(1), "{}", transcript(&out));
+    assert_eq!(status_in_the_file_alone(&db), "aborted");
+
+    let sandbox = self::sandbox();
+    let out = run(&p, &["run", "c.yaml", "--max-duration", "0s"], &sandbox.url);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    assert_eq!(status_in_the_file_alone(&db), "interrupted");
+    drop(reader);
+}
+
 #[test]
 fn an_invalid_recipient_stops_the_run_before_anything_is_sent() {
     let sandbox = sandbox();
@@ -220,6 +258,8 @@ fn an_invalid_recipient_stops_the_run_before_anything_is_sent() {
     assert!(err.contains("max_invalid"), "{err}");
     assert!(err.contains("nothing was sent"), "{err}");
     assert!(err.contains("customers.csv:4"), "{err}");
+    // The reason names what is empty, not just that something is.
+    assert!(err.contains("renders empty: `customer_id`"), "{err}");
     assert!(sandbox.records().is_empty(), "nothing may be sent");
     let runs = status_json(&p);
     assert_eq!(runs["runs"][0]["status"], "aborted");
@@ -447,6 +487,59 @@ fn the_scheduled_ci_recipes_keep_the_whole_state_folder_and_fail_on_a_lost_save(
     assert_eq!(doc["due"]["cache"]["when"].as_str(), Some("always"));
     let script = doc["due"]["script"][0].as_str().unwrap_or_default();
     assert!(script.contains("--max-duration"), "{script}");
+}
+
+/// `--max-duration` of a scheduled job, and the job's own limit.
+fn max_duration_of(script: &str) -> std::time::Duration {
+    let value = script
+        .split_whitespace()
+        .skip_while(|w| *w != "--max-duration")
+        .nth(1)
+        .expect("--max-duration VALUE");
+    smax_campaign::schedule::parse_duration(value).expect("a duration")
+}
+
+/// Every scheduled job hands over before its limit ends it: what is in flight is
+/// recorded and the state saved only when the tool stops first.
+#[test]
+fn every_scheduled_recipe_hands_over_before_its_job_limit() {
+    let minutes = |m: i64| std::time::Duration::from_secs(60 * m as u64);
+    for file in ["github-scheduled.yml", "github-scheduled-postgres.yml"] {
+        let text =
+            std::fs::read_to_string(common::repo().join("examples/ci").join(file)).expect("recipe");
+        let doc = yaml(&text);
+        let job = &doc["jobs"]["due"];
+        let limit = minutes(job["timeout-minutes"].as_i64().expect("timeout-minutes"));
+        let run = job["steps"]
+            .as_vec()
+            .expect("steps")
+            .iter()
+            .filter_map(|s| s["run"].as_str())
+            .find(|r| r.contains("smax-campaign run --due"))
+            .expect("the run step");
+        // The install and the cache save need their time too.
+        assert!(max_duration_of(run) + minutes(10) <= limit, "{file}");
+    }
+    let gitlab =
+        std::fs::read_to_string(common::repo().join("examples/ci/gitlab-ci.yml")).expect("recipe");
+    let doc = yaml(&gitlab);
+    for job in ["due", "due-postgres"] {
+        let limit = smax_campaign::schedule::parse_duration(
+            doc[job]["timeout"]
+                .as_str()
+                .expect("a job timeout: the default is 1 hour"),
+        )
+        .expect("a duration");
+        let script = doc[job]["script"][0].as_str().unwrap_or_default();
+        assert!(max_duration_of(script) + minutes(10) <= limit, "{job}");
+    }
+    // A merge-request pipeline has only its own branch: the target is fetched before
+    // the diff that picks the campaigns to preview.
+    let script = doc["validate"]["script"][1].as_str().unwrap_or_default();
+    let fetch = script
+        .find("git fetch")
+        .expect("the target branch is fetched");
+    assert!(fetch < script.find("git diff").expect("a diff"), "{script}");
 }
 
 /// The PostgreSQL variants keep the state in the database: the URL and the password

@@ -66,10 +66,20 @@ fn the_step_summary_of_a_run_with_rejections() {
         assert!(run.get(key).is_some(), "report lacks {key}: {run}");
     }
     assert_eq!(report["exit_code"], 1);
-    assert_eq!(
-        run["sent"].as_u64().unwrap_or(0) + run["rejected"].as_u64().unwrap_or(0),
-        20
+    let (sent, rejected) = (
+        run["sent"].as_u64().unwrap_or(0),
+        run["rejected"].as_u64().unwrap_or(0),
     );
+    assert_eq!(sent + rejected, 20);
+    // Shares of the audience, as the summary shows them.
+    let shares = &run["percent"];
+    assert_eq!(shares["sent"].as_f64(), Some(sent as f64 * 5.0), "{run}");
+    assert_eq!(
+        shares["rejected"].as_f64(),
+        Some(rejected as f64 * 5.0),
+        "{run}"
+    );
+    assert_eq!(shares["pending"].as_f64(), Some(0.0), "{run}");
 }
 
 /// The run summary and `status` speak one vocabulary, with shares of the audience.
@@ -90,6 +100,41 @@ fn the_run_summary_and_status_share_one_vocabulary() {
     assert_eq!(out.status.code(), Some(1), "{}", transcript(&out));
     let status = p.run(&["status"], &env);
     assert_eq!(status.status.code(), Some(0), "{}", transcript(&status));
+
+    // JSON speaks the same words: no second vocabulary of store classes.
+    let json = p.run(&["status", "--format", "json"], &env);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let run = &doc["runs"][0];
+    assert!(run.get("counts").is_none(), "{run}");
+    let outcomes = &run["outcomes"];
+    let (rejected, invalid) = (outcomes["rejected"].as_u64(), outcomes["invalid"].as_u64());
+    assert!(rejected.is_some_and(|n| n > 0), "{run}");
+    assert_eq!(invalid, Some(1), "{run}");
+    // Each filter lists its own outcome: `failed` ones are retried, `rejected` never.
+    let listed = |filter: &str| -> Vec<String> {
+        let out = p.run(
+            &[
+                "status",
+                "summary",
+                "--recipients",
+                filter,
+                "--format",
+                "json",
+            ],
+            &env,
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        doc["recipients"]
+            .as_array()
+            .expect("recipients")
+            .iter()
+            .map(|r| r["class"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let rejected_rows = listed("rejected");
+    assert_eq!(rejected_rows.len() as u64, rejected.unwrap_or(0));
+    assert!(rejected_rows.iter().all(|c| c == "rejected"));
+    assert!(listed("failed").is_empty(), "nothing failed for now");
     insta::with_settings!({filters => vec![
         (r"in [0-9.]+m?s\b", "in [DURATION]"),
         (r"achieved [0-9.]+/s", "achieved [RATE]/s"),
