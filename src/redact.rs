@@ -182,6 +182,51 @@ pub fn append_file(path: &Path, text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// The terminal progress bars draw on, scrubbing every line they draw: the
+/// bars redraw on their own timer, beside the writers above, and show names
+/// and counts the campaign controls.
+#[derive(Debug)]
+pub struct ScrubbedTerm<T>(pub T);
+
+impl ScrubbedTerm<console::Term> {
+    pub fn stderr() -> Self {
+        ScrubbedTerm(console::Term::stderr())
+    }
+}
+
+impl<T: indicatif::TermLike> indicatif::TermLike for ScrubbedTerm<T> {
+    fn width(&self) -> u16 {
+        self.0.width()
+    }
+    fn height(&self) -> u16 {
+        self.0.height()
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_line(&scrub(s))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_str(&scrub(s))
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// A writer that scrubs what passes through it, whatever the size and
 /// boundaries of the writes: a secret split across two `write` calls (by
 /// `write!`'s pieces, or a buffer's edge) is still caught, because the last
@@ -288,6 +333,58 @@ mod tests {
             w.flush().unwrap();
         }
         String::from_utf8(out).unwrap()
+    }
+
+    /// A terminal that keeps what is drawn on it.
+    #[derive(Debug, Clone, Default)]
+    struct Recording(std::sync::Arc<std::sync::Mutex<String>>);
+
+    impl indicatif::TermLike for Recording {
+        fn width(&self) -> u16 {
+            120
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(&format!("{s}\n"))
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().push_str(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn progress_bars_draw_scrubbed() {
+        register(SECRET);
+        let term = Recording::default();
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(10),
+            indicatif::ProgressDrawTarget::term_like(Box::new(ScrubbedTerm(term.clone()))),
+        );
+        bar.set_style(indicatif::ProgressStyle::with_template("{prefix} {msg}").unwrap());
+        bar.set_prefix(SECRET);
+        bar.set_message(format!("sent 3 {SECRET}"));
+        bar.finish();
+        let drawn = term.0.lock().unwrap().clone();
+        assert!(drawn.contains("*** sent 3 ***"), "{drawn}");
+        assert!(!drawn.contains(SECRET), "{drawn}");
     }
 
     #[test]

@@ -315,7 +315,9 @@ const EVERY: Duration = Duration::from_secs(5);
 impl Bars {
     fn new(quiet: bool) -> Bars {
         let terminal = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())
+            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::term_like(
+                Box::new(crate::redact::ScrubbedTerm::stderr()),
+            ))
         });
         Bars {
             quiet,
