@@ -180,6 +180,17 @@ pub struct RunArgs {
     /// flight, record them and exit 0; the run is "interrupted" and the next `run` resumes.
     #[arg(long, value_name = "DURATION")]
     pub max_duration: Option<String>,
+    /// Send to at most N recipients in this invocation (the first N to send, in
+    /// audience order), then stop with the run "interrupted"; the next `run` continues.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Send only to these audience keys (comma-separated or repeated); the others
+    /// stay pending for the next `run`.
+    #[arg(long, value_name = "KEY", value_delimiter = ',', num_args = 1..)]
+    pub only: Vec<String>,
+    /// Do not ask for confirmation on a terminal (runs without a terminal never ask).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use super::{eprint_diagnostics, note_missing_store, print_out, render_error, ExitStatus};
 use crate::cli::{GlobalArgs, PlanOptions, ReportFormat};
-use crate::plan::{plan_pass, preview_run_given, PriorLookup};
+use crate::plan::{
+    plan_pass_with, preview_run_given, PassInputs, PlanPass, Preview, PriorLookup, Selection,
+};
 use crate::run::{Prepared, ResumeFilter, ResumePolicy, RunError};
 use crate::state::StateStore;
 
@@ -23,31 +25,16 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
     };
     // What this run already handled, read without writing anything.
     note_missing_store(&prepared.state, global.quiet);
-    let store = match crate::state::open_read_only(&prepared.state) {
-        Ok(s) => s,
-        Err(e) => return render_error(&RunError::state(prepared.state.to_string(), e)),
-    };
-    let preview = preview_run_given(&prepared.campaign, at, store.as_deref());
-    let run_info = preview.run.clone();
-    let prior = match store
-        .as_deref()
-        .map(|s| prior_of(s, &run_info.id))
-        .transpose()
-    {
-        Ok(p) => p.flatten(),
-        Err(e) => return render_error(&e),
-    };
-    let pass = plan_pass(
-        &prepared.campaign,
-        &prepared.api_url,
-        &run_info,
+    let (pass, preview) = match read_only_plan(
+        &prepared,
+        at,
         options.sample,
-        prior,
         options.requests.as_deref(),
-    );
-    let pass = match pass {
+        ResumePolicy::default(),
+        Selection::default(),
+    ) {
         Ok(p) => p,
-        Err(errors) => return render_error(&RunError::Invalid(errors)),
+        Err(e) => return render_error(&e),
     };
     let mut report = pass.report;
     report.warnings = prepared.warnings.len();
@@ -85,12 +72,46 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
     }
 }
 
+/// The plan of `prepared`'s run at `at` as `run` would make it, with what the state
+/// store says the run already handled, reading the store without writing anything
+/// (a missing store reads as empty). `policy` and `selection` are the run's own.
+pub(super) fn read_only_plan(
+    prepared: &Prepared,
+    at: chrono::DateTime<chrono::Utc>,
+    sample: usize,
+    requests: Option<&Path>,
+    policy: ResumePolicy,
+    selection: Selection,
+) -> Result<(PlanPass, Preview), RunError> {
+    let store = crate::state::open_read_only(&prepared.state)
+        .map_err(|e| RunError::state(prepared.state.to_string(), e))?;
+    let preview = preview_run_given(&prepared.campaign, at, store.as_deref());
+    let prior = match store.as_deref() {
+        Some(s) => prior_of(s, &preview.run.id, policy)?,
+        None => None,
+    };
+    let inputs = PassInputs::new(&prepared.campaign, &preview.run)
+        .map_err(RunError::Invalid)?
+        .with_selection(selection);
+    let pass = plan_pass_with(
+        &prepared.campaign,
+        &prepared.api_url,
+        inputs,
+        sample,
+        prior,
+        requests,
+    )
+    .map_err(RunError::Invalid)?;
+    Ok((pass, preview))
+}
+
 /// What the run already handled, as a run would skip it (`None` when nothing).
 fn prior_of(
     store: &dyn StateStore,
     run_id: &str,
+    policy: ResumePolicy,
 ) -> Result<Option<Arc<dyn PriorLookup>>, RunError> {
-    let filter = ResumeFilter::load(store, run_id, ResumePolicy::default())
+    let filter = ResumeFilter::load(store, run_id, policy)
         .map_err(|e| RunError::state(store.location(), e))?;
     if filter.is_empty() {
         return Ok(None);

@@ -13,6 +13,7 @@ use crate::cli::{GlobalArgs, ReportFormat, RunArgs};
 use crate::delivery::StopReason;
 use crate::diagnostic::Diagnostic;
 use crate::human::{human_duration, thousands};
+use crate::plan::Selection;
 use crate::report::RunReport;
 use crate::run::{
     Ended, Prepared, PreparedRun, Progress, ResumePolicy, RunEvent, RunOptions, Runner,
@@ -91,6 +92,14 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
     if runs.is_empty() {
         return status;
     }
+    // A person at a terminal confirms what is about to be sent; CI has no terminal.
+    let asked = !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if asked {
+        runs = confirmed(runs, &options, global.quiet);
+        if runs.is_empty() {
+            return status;
+        }
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -108,6 +117,7 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
         quiet: global.quiet,
         format: args.options.format,
         several: runs.len() > 1,
+        plan_shown: asked,
     };
     let shown = std::thread::spawn(move || screen.show(received));
     let ended = runtime.block_on(async {
@@ -150,9 +160,16 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
             Ok(Ended::NothingToSend {
                 run_id,
                 already_sent,
+                held_out: 0,
             }) => print_out(&format!(
                 "nothing to send: run {run_id} has handled every recipient ({} already sent or settled in this run)\n",
                 thousands(already_sent)
+            )),
+            Ok(Ended::NothingToSend {
+                run_id, held_out, ..
+            }) => print_out(&format!(
+                "nothing to send among the recipients selected: {} recipient(s) of run {run_id} are held out by --only/--limit and stay pending\n",
+                thousands(held_out)
             )),
             Ok(Ended::NothingDue) => {}
             Err(e) => status = status.worst(render_error(&e)),
@@ -162,12 +179,87 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
     status
 }
 
+/// On a terminal: each campaign's plan (as the run will make it, read without
+/// writing anything), then "send to N recipients of CAMPAIGN via BOT? [y/N]".
+/// Only the campaigns answered `y` or `yes` go on; nothing of the others is sent
+/// or recorded. A campaign with nothing to send now (nothing due, everyone
+/// handled) or whose plan fails goes on unasked: its run says so itself.
+fn confirmed(runs: Vec<PreparedRun>, options: &RunOptions, quiet: bool) -> Vec<PreparedRun> {
+    let mut kept = Vec::new();
+    for run in runs {
+        let campaign = &run.prepared.campaign;
+        if campaign.schedule.is_some() {
+            let store = crate::state::open_read_only(&run.prepared.state)
+                .ok()
+                .flatten();
+            let due = crate::plan::due_at(campaign, run.at, store.as_deref());
+            if !matches!(due, Some(crate::schedule::Due::Due(_))) {
+                kept.push(run);
+                continue;
+            }
+        }
+        let planned = super::plan::read_only_plan(
+            &run.prepared,
+            run.at,
+            0,
+            None,
+            options.policy,
+            options.selection.clone(),
+        );
+        let Ok((pass, _)) = planned else {
+            kept.push(run);
+            continue;
+        };
+        let report = &pass.report;
+        if report.counts.to_send == 0 {
+            kept.push(run);
+            continue;
+        }
+        if !quiet {
+            print_out(&report.text());
+        }
+        let bot = report.bot.name.as_deref().unwrap_or(&report.bot.id);
+        print_err(&format!(
+            "send to {} recipients of {} via {bot}? [y/N] ",
+            thousands(report.counts.to_send),
+            campaign.name
+        ));
+        let mut answer = String::new();
+        let yes = std::io::stdin().read_line(&mut answer).is_ok()
+            && matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
+        if yes {
+            kept.push(run);
+        } else {
+            print_out(&format!(
+                "not sent: {} (nothing was sent or recorded)\n",
+                campaign.name
+            ));
+        }
+    }
+    kept
+}
+
 /// The runner's options from the flags.
 fn options(args: &RunArgs, campaigns: usize) -> Result<RunOptions, ExitStatus> {
     if args.options.requests.is_some() && (campaigns > 1 || args.due.is_some()) {
         return Err(super::usage_error(
             "--requests writes the requests of one campaign; run each campaign with its own --requests FILE",
         ));
+    }
+    let selecting = args.limit.is_some() || !args.only.is_empty();
+    if selecting && (campaigns > 1 || args.due.is_some()) {
+        return Err(super::usage_error(
+            "--limit and --only choose recipients of one campaign; name exactly one campaign file",
+        ));
+    }
+    let only: std::collections::HashSet<String> = args
+        .only
+        .iter()
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
+        .collect();
+    if !args.only.is_empty() && only.is_empty() {
+        return Err(super::usage_error("--only: name at least one audience key"));
     }
     Ok(RunOptions {
         policy: ResumePolicy {
@@ -180,6 +272,10 @@ fn options(args: &RunArgs, campaigns: usize) -> Result<RunOptions, ExitStatus> {
         wait_lock: duration_flag("--wait-lock", args.wait_lock.as_deref())?,
         requests: args.options.requests.clone(),
         retry_base: retry_base(),
+        selection: Selection {
+            only: (!only.is_empty()).then(|| std::sync::Arc::new(only)),
+            limit: args.limit,
+        },
     })
 }
 
@@ -241,6 +337,8 @@ struct Screen {
     format: ReportFormat,
     /// More than one campaign: progress lines name theirs.
     several: bool,
+    /// The plans were shown when confirmation was asked: not again.
+    plan_shown: bool,
 }
 
 impl Screen {
@@ -262,7 +360,7 @@ impl Screen {
                     campaign,
                     text: said,
                 } => bars.suspend(|| print_err(&format!("{}{said}\n", self.prefix(&campaign)))),
-                RunEvent::Planned(report) if !self.quiet && text => {
+                RunEvent::Planned(report) if !self.quiet && text && !self.plan_shown => {
                     bars.suspend(|| print_out(&report.text()))
                 }
                 RunEvent::Sending(progress) => bars.start(&progress, self.several),

@@ -44,14 +44,64 @@ pub struct PlanCounts {
     pub duplicates: u64,
     pub invalid: u64,
     pub already_sent: u64,
+    /// Recipients to send that this invocation leaves for a later one (`run --only`,
+    /// `run --limit`); not in `to_send`.
+    pub held_out: u64,
     pub to_send: u64,
 }
 
 impl PlanCounts {
-    /// The recipients that reached rendering: to send, already sent and invalid.
-    /// Shares of "the audience" (max_invalid, run summaries, `status`) are of this.
+    /// The recipients that reached rendering: to send, held out, already sent and
+    /// invalid. Shares of "the audience" (max_invalid, run summaries, `status`) are of this.
     pub fn rendered(&self) -> u64 {
-        self.invalid + self.to_send + self.already_sent
+        self.invalid + self.to_send + self.held_out + self.already_sent
+    }
+}
+
+/// Which of the recipients to send one invocation takes (`run --only`, `run
+/// --limit`); the others are held out and stay pending. Applied last, to the
+/// recipients to send in audience order, so the plan and the sending pass, which
+/// see those in the same order, take the same ones.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only these keys.
+    pub only: Option<Arc<std::collections::HashSet<String>>>,
+    /// At most this many.
+    pub limit: Option<u64>,
+}
+
+impl Selection {
+    pub fn is_everyone(&self) -> bool {
+        self.only.is_none() && self.limit.is_none()
+    }
+}
+
+/// A selection as one pass applies it.
+#[derive(Debug, Default)]
+struct Selecting {
+    selection: Selection,
+    taken: u64,
+    /// Keys of `only` met among the recipients to send.
+    found: std::collections::HashSet<String>,
+}
+
+impl Selecting {
+    fn takes(&mut self, key: &str) -> bool {
+        if let Some(only) = &self.selection.only {
+            if !only.contains(key) {
+                return false;
+            }
+            self.found.insert(key.to_owned());
+        }
+        if self
+            .selection
+            .limit
+            .is_some_and(|limit| self.taken >= limit)
+        {
+            return false;
+        }
+        self.taken += 1;
+        true
     }
 }
 
@@ -82,6 +132,8 @@ pub enum Planned {
     /// Handled by an earlier attempt of this run (not rendered again, unless the
     /// campaign's one-time notification tokens must all be seen).
     AlreadySent,
+    /// To send, but not by this invocation (its [`Selection`]).
+    HeldOut,
     Invalid(Origin, Invalid),
 }
 
@@ -371,6 +423,7 @@ pub struct Pipeline {
     pub invalid_by_code: BTreeMap<&'static str, u64>,
     /// A source that could not be read at all: the plan is incomplete.
     pub source_failures: Vec<PlanError>,
+    selecting: Option<Selecting>,
 }
 
 impl Pipeline {
@@ -434,7 +487,38 @@ impl Pipeline {
             counts: PlanCounts::default(),
             invalid_by_code: BTreeMap::new(),
             source_failures: Vec::new(),
+            selecting: None,
         }
+    }
+
+    /// Takes only the recipients `selection` takes; the rest are [`Planned::HeldOut`].
+    pub fn select(mut self, selection: Selection) -> Self {
+        if !selection.is_everyone() {
+            self.selecting = Some(Selecting {
+                selection,
+                ..Selecting::default()
+            });
+        }
+        self
+    }
+
+    /// The keys `--only` named that were not among the recipients to send (absent,
+    /// filtered, suppressed, a duplicate, invalid or already sent), sorted; complete
+    /// once the pipeline has ended.
+    pub fn only_not_found(&self) -> Vec<String> {
+        let Some(selecting) = &self.selecting else {
+            return Vec::new();
+        };
+        let Some(only) = &selecting.selection.only else {
+            return Vec::new();
+        };
+        let mut missing: Vec<String> = only
+            .iter()
+            .filter(|k| !selecting.found.contains(*k))
+            .cloned()
+            .collect();
+        missing.sort();
+        missing
     }
 
     fn invalid(&mut self, origin: Origin, reason: Invalid) -> Planned {
@@ -516,6 +600,12 @@ impl Pipeline {
         if handled {
             self.counts.already_sent += 1;
             return Some(Planned::AlreadySent);
+        }
+        if let Some(selecting) = &mut self.selecting {
+            if !selecting.takes(&request.key) {
+                self.counts.held_out += 1;
+                return Some(Planned::HeldOut);
+            }
         }
         self.counts.to_send += 1;
         Some(Planned::Send(request))

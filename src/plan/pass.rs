@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{suppression_set, InvalidRow, Pipeline, PlanError, Planned, PriorLookup};
+use super::{suppression_set, InvalidRow, Pipeline, PlanError, Planned, PriorLookup, Selection};
 use crate::api::wire::BotEndpoint;
 use crate::campaign::Campaign;
 use crate::diagnostic::{Diagnostic, Location};
@@ -21,6 +21,8 @@ const KEPT_INVALID_ROWS: usize = 1000;
 /// The outcome of reading the whole audience once, without sending.
 pub struct PlanPass {
     pub report: PlanReport,
+    /// Keys `run --only` named that are not among the recipients to send.
+    pub only_not_found: Vec<String>,
 }
 
 /// What makes the whole plan untrustworthy, as diagnostics (not one row's problem).
@@ -61,6 +63,8 @@ pub struct PassInputs {
     pub run_id: String,
     pub renderer: Arc<Renderer>,
     pub suppressed: Arc<KeySet>,
+    /// The recipients to send this invocation takes (everyone by default).
+    pub selection: Selection,
 }
 
 impl PassInputs {
@@ -95,7 +99,14 @@ impl PassInputs {
             run_id: run_info.id.clone(),
             renderer,
             suppressed,
+            selection: Selection::default(),
         })
+    }
+
+    /// Takes only the recipients `selection` takes (`run --only`, `--limit`).
+    pub fn with_selection(mut self, selection: Selection) -> PassInputs {
+        self.selection = selection;
+        self
     }
 }
 
@@ -142,6 +153,7 @@ fn plan_pass_into(
         run_id,
         renderer,
         suppressed,
+        selection,
     } = inputs;
     let bot = BotEndpoint {
         id: campaign.bot.id.clone(),
@@ -149,7 +161,7 @@ fn plan_pass_into(
     };
     let mut sample = Vec::new();
     let mut invalid_rows = Vec::new();
-    let mut pipeline = Pipeline::new(campaign, renderer, suppressed, prior);
+    let mut pipeline = Pipeline::new(campaign, renderer, suppressed, prior).select(selection);
     let mut write_error = None;
     let mut file_shown: Option<(Arc<Path>, String)> = None;
     for planned in pipeline.by_ref() {
@@ -214,5 +226,8 @@ fn plan_pass_into(
         warnings: 0,
         sample,
     };
-    Ok(PlanPass { report })
+    Ok(PlanPass {
+        report,
+        only_not_found: pipeline.only_not_found(),
+    })
 }

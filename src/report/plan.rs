@@ -160,8 +160,13 @@ impl PlanReport {
             ("duplicates", c.duplicates),
             ("invalid", c.invalid),
             ("already sent", c.already_sent),
+            ("held out", c.held_out),
             ("to send", c.to_send),
         ]
+        .into_iter()
+        // Held out only by `run --only`/`--limit`: no row otherwise.
+        .filter(|(name, n)| *name != "held out" || *n > 0)
+        .collect()
     }
 
     fn bot_line(&self) -> String {

@@ -33,6 +33,9 @@ pub struct RunReport {
     pub ok: bool,
 }
 
+/// Runs shorter than this show no average rate.
+const MEASURED_SECONDS: f64 = 5.0;
+
 /// Percent of the audience per outcome, in the order the summary lists them.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct OutcomeShares {
@@ -41,6 +44,7 @@ pub struct OutcomeShares {
     pub failed: f64,
     pub unknown: f64,
     pub invalid: f64,
+    pub held_out: f64,
     pub pending: f64,
 }
 
@@ -48,7 +52,7 @@ impl RunReport {
     /// Fills in what is derived from the counts; call once they are final.
     pub fn with_shares(mut self) -> RunReport {
         let audience = self.plan.rendered();
-        let [sent, rejected, failed, unknown, invalid, pending] = self
+        let [sent, rejected, failed, unknown, invalid, held_out, pending] = self
             .outcomes()
             .map(|(_, n)| percent(n, audience).unwrap_or(0.0));
         self.percent = (audience > 0).then_some(OutcomeShares {
@@ -57,13 +61,14 @@ impl RunReport {
             failed,
             unknown,
             invalid,
+            held_out,
             pending,
         });
         self
     }
 
     /// The outcomes every view lists, in one order with one vocabulary.
-    pub fn outcomes(&self) -> [(&'static str, u64); 6] {
+    pub fn outcomes(&self) -> [(&'static str, u64); 7] {
         let d = &self.delivery;
         [
             ("sent", d.sent),
@@ -71,8 +76,27 @@ impl RunReport {
             ("failed", d.failed),
             ("unknown", d.unknown),
             ("invalid", self.invalid),
+            ("held_out", self.plan.held_out),
             ("pending", self.pending),
         ]
+    }
+
+    /// The outcomes people read: `held_out` only when `--only`/`--limit` held some out.
+    fn shown_outcomes(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        self.outcomes()
+            .into_iter()
+            .filter(|(name, n)| *name != "held_out" || *n > 0)
+    }
+
+    /// `, 24.7/s on average`, for runs long enough to say something: the rate
+    /// limits requests in any one second, and a short run's first second may hold
+    /// a whole second's requests in a few milliseconds (a burst within the limit),
+    /// which divided by its length reads like a broken limit.
+    fn average_rate(&self) -> String {
+        if self.delivery.seconds < MEASURED_SECONDS {
+            return String::new();
+        }
+        format!(", {:.1}/s on average", self.achieved_rate)
     }
 
     /// The summary printed after a run.
@@ -97,7 +121,7 @@ impl RunReport {
             },
             human_duration(r.seconds)
         );
-        for (label, n) in self.outcomes() {
+        for (label, n) in self.shown_outcomes() {
             let _ = writeln!(
                 out,
                 "  {label:<10}{:>10}{}",
@@ -115,10 +139,11 @@ impl RunReport {
         }
         let _ = writeln!(
             out,
-            "  requests {} (429s: {}), achieved {:.1}/s",
+            "  requests {} in {} (429s: {}){}",
             thousands(r.requests),
+            human_duration(r.seconds),
             thousands(r.rate_limited),
-            r.achieved_rate()
+            self.average_rate()
         );
         if !r.top_failures.is_empty() {
             let _ = writeln!(out, "  most frequent failures:");
@@ -128,6 +153,13 @@ impl RunReport {
         }
         if let Some(reason) = &r.stopped {
             let _ = writeln!(out, "  stopped: {reason}");
+        }
+        if plan.held_out > 0 {
+            let _ = writeln!(
+                out,
+                "  {} recipient(s) held out by --only/--limit stay pending; the next `run` takes them up",
+                thousands(plan.held_out)
+            );
         }
         if r.unknown > 0 {
             let _ = writeln!(out, "  {} recipient(s) may or may not have received the message; they are not resent unless you pass --resend-unknown", thousands(r.unknown));
@@ -148,7 +180,7 @@ impl RunReport {
             "| outcome | count | of the audience ({}) |\n|---|---:|---:|",
             thousands(audience)
         );
-        for (label, n) in r.outcomes() {
+        for (label, n) in r.shown_outcomes() {
             let share = percent(n, audience)
                 .map(|p| format!("{p:.1}%"))
                 .unwrap_or_else(|| "–".into());
@@ -156,10 +188,10 @@ impl RunReport {
         }
         let _ = writeln!(
             out,
-            "\n{} requests in {} ({:.1}/s), 429s: {}",
+            "\n{} requests in {}{}, 429s: {}",
             thousands(d.requests),
             human_duration(d.seconds),
-            r.achieved_rate,
+            r.average_rate(),
             d.rate_limited
         );
         if let Some(reason) = &d.stopped {

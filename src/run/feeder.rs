@@ -87,7 +87,8 @@ fn feed(
     tx: mpsc::Sender<RenderedRequest>,
     planned_rows: std::sync::mpsc::Receiver<u64>,
 ) -> Result<(), Vec<Diagnostic>> {
-    let mut pipeline = Pipeline::for_sending(&campaign, inputs.renderer, inputs.suppressed, filter);
+    let mut pipeline = Pipeline::for_sending(&campaign, inputs.renderer, inputs.suppressed, filter)
+        .select(inputs.selection);
     for planned in pipeline.by_ref() {
         if tx.is_closed() {
             // Delivery is over (or never started), however many rows remain.

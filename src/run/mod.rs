@@ -41,7 +41,7 @@ use crate::delivery::{
 };
 use crate::diagnostic::Diagnostic;
 use crate::human::thousands;
-use crate::plan::{due_at, plan_pass_with, run_info, PassInputs, PlanPass};
+use crate::plan::{due_at, plan_pass_with, run_info, PassInputs, PlanPass, Selection};
 use crate::render::RunInfo;
 use crate::report::{PlanReport, RunReport};
 use crate::schedule::Due;
@@ -61,6 +61,9 @@ pub struct RunOptions {
     pub requests: Option<PathBuf>,
     /// The first retry delay (doubling per retry).
     pub retry_base: Duration,
+    /// `--only`, `--limit`: the recipients to send this invocation takes; the rest
+    /// are held out and stay pending (the run ends `interrupted`).
+    pub selection: Selection,
 }
 
 /// What happens during a run, as it happens.
@@ -107,8 +110,13 @@ pub struct Progress {
 pub enum Ended {
     /// Nothing is due now (said in a [`RunEvent::Note`]).
     NothingDue,
-    /// Every recipient of the run was already handled.
-    NothingToSend { run_id: String, already_sent: u64 },
+    /// Nothing to send now: every recipient of the run was already handled, or
+    /// the rest is held out by `--only`/`--limit`.
+    NothingToSend {
+        run_id: String,
+        already_sent: u64,
+        held_out: u64,
+    },
     /// The run sent; its report says how it went ([`RunReport::ok`]).
     Sent(Box<RunReport>),
 }
@@ -349,7 +357,9 @@ impl OneRun {
                 Some(resumed.filter)
             }
         };
-        let inputs = PassInputs::new(campaign, &run_info).map_err(RunError::Invalid)?;
+        let inputs = PassInputs::new(campaign, &run_info)
+            .map_err(RunError::Invalid)?
+            .with_selection(self.options.selection.clone());
         // The sending pass starts now, beside the plan: it waits at its channel for
         // the plan's verdict, and a resume's handled recipients are behind it by
         // the time the plan is made. Nothing is sent before the plan allows it.
@@ -361,6 +371,13 @@ impl OneRun {
         );
         let pass = self.plan(inputs, filter)?;
         let counts = pass.report.counts;
+        if !pass.only_not_found.is_empty() {
+            self.note(format!(
+                "--only: {} not among the recipients to send (not in the audience, filtered, suppressed, a duplicate, invalid or already sent): {}",
+                if pass.only_not_found.len() == 1 { "this key is" } else { "these keys are" },
+                pass.only_not_found.join(", ")
+            ));
+        }
         let _ = self
             .events
             .send(RunEvent::Planned(Box::new(pass.report.clone())));
@@ -388,11 +405,18 @@ impl OneRun {
         }
         if counts.to_send == 0 {
             if let Some(store) = store.as_deref_mut() {
-                self.close(store, &run_info.id, RunStatus::Completed)?;
+                // Recipients held out are still to send: the run is not done.
+                let status = if counts.held_out > 0 {
+                    RunStatus::Interrupted
+                } else {
+                    RunStatus::Completed
+                };
+                self.close(store, &run_info.id, status)?;
             }
             return Ok(Stage::Done(Ended::NothingToSend {
                 run_id: run_info.id,
                 already_sent: counts.already_sent,
+                held_out: counts.held_out,
             }));
         }
         feeder.planned(counts.read);
@@ -596,6 +620,8 @@ impl OneRun {
         let aborted = audience_failed || result.stopped.as_ref().is_some_and(|r| !r.is_pause());
         let run_status = match &result.stopped {
             _ if audience_failed => RunStatus::Aborted,
+            // `--only`/`--limit` left recipients to send for a later invocation.
+            None if pass.report.counts.held_out > 0 => RunStatus::Interrupted,
             None => RunStatus::Completed,
             Some(StopReason::Interrupted | StopReason::WindowClosed | StopReason::TimeLimit) => {
                 RunStatus::Interrupted

@@ -1117,8 +1117,11 @@ fn check_plan(c: &campaign::Campaign) -> TestCaseResult {
                     "an invalid row without a reason at {origin}"
                 );
             }
-            Planned::Filtered | Planned::Suppressed | Planned::Duplicate | Planned::AlreadySent => {
-            }
+            Planned::Filtered
+            | Planned::Suppressed
+            | Planned::Duplicate
+            | Planned::AlreadySent
+            | Planned::HeldOut => {}
         }
     }
     for failure in &pipeline.source_failures {

@@ -11,6 +11,7 @@ mod cron_reference;
 mod delivery;
 mod due;
 mod fuzz;
+mod gate;
 mod never_silent;
 mod plan;
 mod resume;

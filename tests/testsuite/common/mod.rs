@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary.
 
+#[cfg(unix)]
+pub mod pty;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
