@@ -142,13 +142,21 @@ pub struct PlanArgs {
     pub campaign: PathBuf,
     #[command(flatten)]
     pub options: PlanOptions,
+    /// Save the plan to FILE (JSON): its files by SHA-256 and a digest of every
+    /// request, for `run --plan FILE` to send exactly it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Campaign files.
-    #[arg(value_name = "CAMPAIGN", required_unless_present = "due")]
+    #[arg(value_name = "CAMPAIGN", required_unless_present_any = ["due", "plan"])]
     pub campaigns: Vec<PathBuf>,
+    /// Send exactly the plan saved by `plan --out FILE`: nothing is sent when its
+    /// campaign, project, audience or suppression files changed since (exit 2).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["due", "dry_run"])]
+    pub plan: Option<PathBuf>,
     /// Run every campaign in DIR with a due occurrence (default campaigns/).
     #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "campaigns", conflicts_with = "campaigns")]
     pub due: Option<PathBuf>,

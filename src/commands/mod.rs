@@ -71,9 +71,11 @@ pub fn run(cli: Cli) -> ExitStatus {
     }
     match cli.command {
         Command::Validate(args) => validate::run(&global, &args),
-        Command::Plan(args) => plan::run(&global, &args.campaign, &args.options),
+        Command::Plan(args) => {
+            plan::run(&global, &args.campaign, &args.options, args.out.as_deref())
+        }
         Command::Run(args) if args.dry_run => match (args.campaigns.as_slice(), &args.due) {
-            ([one], None) => plan::run(&global, one, &args.options),
+            ([one], None) => plan::run(&global, one, &args.options, None),
             _ => usage_error("`run --dry-run` previews one campaign; use `plan CAMPAIGN` for each"),
         },
         Command::Run(args) => run::run(&global, &args),

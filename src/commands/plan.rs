@@ -5,13 +5,20 @@ use std::sync::Arc;
 
 use super::{eprint_diagnostics, note_missing_store, print_out, render_error, ExitStatus};
 use crate::cli::{GlobalArgs, PlanOptions, ReportFormat};
+use crate::diagnostic::Diagnostic;
+use crate::plan::saved::{bound_files, SavedPlan};
 use crate::plan::{
     plan_pass_with, preview_run_given, PassInputs, PlanPass, Preview, PriorLookup, Selection,
 };
 use crate::run::{Prepared, ResumeFilter, ResumePolicy, RunError};
 use crate::state::StateStore;
 
-pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> ExitStatus {
+pub(super) fn run(
+    global: &GlobalArgs,
+    path: &Path,
+    options: &PlanOptions,
+    out: Option<&Path>,
+) -> ExitStatus {
     let prepared = match Prepared::load(path, &super::inputs(global)) {
         Ok(p) => p,
         Err(e) => return render_error(&e),
@@ -32,10 +39,16 @@ pub(super) fn run(global: &GlobalArgs, path: &Path, options: &PlanOptions) -> Ex
         options.requests.as_deref(),
         ResumePolicy::default(),
         Selection::default(),
+        out.is_some(),
     ) {
         Ok(p) => p,
         Err(e) => return render_error(&e),
     };
+    if let Some(out) = out {
+        if let Err(status) = save(&prepared, &pass, &preview, out, global.quiet) {
+            return status;
+        }
+    }
     let mut report = pass.report;
     report.warnings = prepared.warnings.len();
     report.schedule = preview.schedule_note.clone();
@@ -82,6 +95,7 @@ pub(super) fn read_only_plan(
     requests: Option<&Path>,
     policy: ResumePolicy,
     selection: Selection,
+    digest: bool,
 ) -> Result<(PlanPass, Preview), RunError> {
     let store = crate::state::open_read_only(&prepared.state)
         .map_err(|e| RunError::state(prepared.state.to_string(), e))?;
@@ -90,9 +104,12 @@ pub(super) fn read_only_plan(
         Some(s) => prior_of(s, &preview.run.id, policy)?,
         None => None,
     };
-    let inputs = PassInputs::new(&prepared.campaign, &preview.run)
+    let mut inputs = PassInputs::new(&prepared.campaign, &preview.run)
         .map_err(RunError::Invalid)?
         .with_selection(selection);
+    if digest {
+        inputs = inputs.with_digest();
+    }
     let pass = plan_pass_with(
         &prepared.campaign,
         &prepared.api_url,
@@ -103,6 +120,58 @@ pub(super) fn read_only_plan(
     )
     .map_err(RunError::Invalid)?;
     Ok((pass, preview))
+}
+
+/// `plan --out FILE`: the plan, bound to its files by hash, for `run --plan FILE`.
+fn save(
+    prepared: &Prepared,
+    pass: &PlanPass,
+    preview: &Preview,
+    out: &Path,
+    quiet: bool,
+) -> Result<(), ExitStatus> {
+    let fail = |code: &'static str, message: String| {
+        render_error(&RunError::Invalid(vec![Diagnostic::error(code, message)]))
+    };
+    let files = bound_files(&prepared.campaign, prepared.project_file()).map_err(|(path, e)| {
+        fail(
+            "unreadable-file",
+            format!(
+                "cannot read `{}` to bind the plan to it: {}",
+                path.display(),
+                crate::human::io_reason(&e)
+            ),
+        )
+    })?;
+    let report = &pass.report;
+    let digest = report.requests_digest.clone().unwrap_or_default();
+    let plan = SavedPlan::new(
+        &prepared.campaign,
+        &preview.run.id,
+        &preview.run.now,
+        &prepared.api_url,
+        files,
+        report.counts,
+        digest.clone(),
+    );
+    plan.write(out).map_err(|e| {
+        fail(
+            "unwritable-file",
+            format!(
+                "cannot write the plan `{}`: {}",
+                out.display(),
+                crate::human::io_reason(&e)
+            ),
+        )
+    })?;
+    if !quiet {
+        super::print_err(&format!(
+            "saved the plan to {} ({digest}); send exactly it with: smax-campaign run --plan {}\n",
+            out.display(),
+            out.display()
+        ));
+    }
+    Ok(())
 }
 
 /// What the run already handled, as a run would skip it (`None` when nothing).

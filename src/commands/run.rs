@@ -13,10 +13,11 @@ use crate::cli::{GlobalArgs, ReportFormat, RunArgs};
 use crate::delivery::StopReason;
 use crate::diagnostic::Diagnostic;
 use crate::human::{human_duration, thousands};
+use crate::plan::saved::{bound_files, changes, count_moves, SavedPlan};
 use crate::plan::Selection;
 use crate::report::RunReport;
 use crate::run::{
-    Ended, Prepared, PreparedRun, Progress, ResumePolicy, RunEvent, RunOptions, Runner,
+    Ended, PlanBinding, Prepared, PreparedRun, Progress, ResumePolicy, RunEvent, RunOptions, Runner,
 };
 
 /// A run's report as `--format json` and `--report` show it: with its exit code.
@@ -48,6 +49,34 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
             }
         },
         None => args.campaigns.clone(),
+    };
+    let saved = match &args.plan {
+        None => None,
+        Some(path) => match SavedPlan::read(path) {
+            Ok(plan) => Some((path.clone(), plan)),
+            Err(reason) => {
+                return super::usage_error(&format!(
+                    "--plan `{}` cannot be used: {reason}",
+                    path.display()
+                ))
+            }
+        },
+    };
+    let files = match &saved {
+        None => files,
+        Some((_, plan)) => {
+            let named = crate::campaign::normalize(&plan.campaign_file);
+            match files.as_slice() {
+                [] => vec![plan.campaign_file.clone()],
+                [one] if crate::campaign::normalize(one) == named => files,
+                _ => {
+                    return super::usage_error(&format!(
+                        "--plan sends the campaign its plan was made for (`{}`); name no other campaign file",
+                        plan.campaign_file.display()
+                    ))
+                }
+            }
+        }
     };
     let options = match options(args, files.len()) {
         Ok(o) => o,
@@ -84,8 +113,21 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
             // `--due` runs scheduled campaigns only; the others run when asked.
             continue;
         }
+        let binding = match &saved {
+            None => None,
+            Some((path, plan)) => match check_plan(&prepared, path, plan) {
+                Ok(binding) => Some(binding),
+                Err(diagnostics) => {
+                    eprint_diagnostics(&diagnostics);
+                    return ExitStatus::Invalid;
+                }
+            },
+        };
         match PreparedRun::new(prepared, args.options.at.as_deref()) {
-            Ok(run) => runs.push(run),
+            Ok(run) => runs.push(match binding {
+                Some(binding) => run.bound_to(binding),
+                None => run,
+            }),
             Err(e) => status = status.worst(render_error(&e)),
         }
     }
@@ -205,6 +247,7 @@ fn confirmed(runs: Vec<PreparedRun>, options: &RunOptions, quiet: bool) -> Vec<P
             None,
             options.policy,
             options.selection.clone(),
+            false,
         );
         let Ok((pass, _)) = planned else {
             kept.push(run);
@@ -237,6 +280,83 @@ fn confirmed(runs: Vec<PreparedRun>, options: &RunOptions, quiet: bool) -> Vec<P
         }
     }
     kept
+}
+
+/// `run --plan`: whether `prepared` is still what the plan was made from (the
+/// campaign, its API, and every file by hash). Nothing has been recorded yet;
+/// when anything differs, the diagnostics say what, and how the counts would move.
+fn check_plan(
+    prepared: &Prepared,
+    path: &Path,
+    plan: &SavedPlan,
+) -> Result<PlanBinding, Vec<Diagnostic>> {
+    let campaign = &prepared.campaign;
+    let refuse = |what: String| {
+        vec![Diagnostic::error(
+            "plan-outdated",
+            format!(
+                "the plan `{}` no longer matches what it was made from; nothing was sent:{}{what}",
+                path.display(),
+                if what.starts_with('\n') { "" } else { " " }
+            ),
+        )
+        .help(format!(
+            "review the change and a new plan: smax-campaign plan {} --out {}",
+            campaign.path.display(),
+            path.display()
+        ))]
+    };
+    if plan.campaign != campaign.name {
+        return Err(refuse(format!(
+            "it is for campaign `{}`, the file now names `{}`",
+            plan.campaign, campaign.name
+        )));
+    }
+    if plan.api_url != prepared.api_url {
+        return Err(refuse(format!(
+            "it was made for the API at {}, this run would send to {}",
+            plan.api_url, prepared.api_url
+        )));
+    }
+    let now = bound_files(campaign, prepared.project_file()).map_err(|(file, e)| {
+        refuse(format!(
+            "`{}` cannot be read: {}",
+            file.display(),
+            crate::human::io_reason(&e)
+        ))
+    })?;
+    let changes = changes(&plan.files, &now);
+    if !changes.is_empty() {
+        let mut what: Vec<String> = changes.iter().map(|c| format!("\n  - {c}")).collect();
+        // What the change does: the plan as it would be made now.
+        let replanned = super::plan::read_only_plan(
+            prepared,
+            chrono::Utc::now(),
+            0,
+            None,
+            ResumePolicy::default(),
+            Selection::default(),
+            false,
+        );
+        match replanned {
+            Ok((pass, _)) => {
+                let moves = count_moves(&plan.counts, &pass.report.counts);
+                what.push(if moves.is_empty() {
+                    "\n  the counts would not move".into()
+                } else {
+                    format!("\n  counts would move: {}", moves.join("; "))
+                });
+            }
+            Err(_) => what.push("\n  (the campaign cannot be planned as it is now)".into()),
+        }
+        return Err(refuse(what.concat()));
+    }
+    Ok(PlanBinding {
+        file: path.to_path_buf(),
+        run_id: plan.run_id.clone(),
+        now: plan.now.clone(),
+        requests_digest: plan.requests_digest.clone(),
+    })
 }
 
 /// The runner's options from the flags.

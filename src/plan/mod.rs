@@ -31,12 +31,14 @@ use crate::state::{key_hash, KeyHashBuild, KeySet};
 
 mod occurrence;
 mod pass;
+pub mod saved;
 
 pub use occurrence::{due_at, run_info};
 pub use pass::{plan_errors, plan_pass, plan_pass_with, PassInputs, PlanPass};
 
 /// The counts of a plan, named as SPEC section 3 names them.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct PlanCounts {
     pub read: u64,
     pub filtered: u64,
@@ -55,6 +57,20 @@ impl PlanCounts {
     /// invalid. Shares of "the audience" (max_invalid, run summaries, `status`) are of this.
     pub fn rendered(&self) -> u64 {
         self.invalid + self.to_send + self.held_out + self.already_sent
+    }
+
+    /// Each count with the name people read, in pipeline order.
+    pub fn named(&self) -> [(&'static str, u64); 8] {
+        [
+            ("read", self.read),
+            ("filtered", self.filtered),
+            ("suppressed", self.suppressed),
+            ("duplicates", self.duplicates),
+            ("invalid", self.invalid),
+            ("already sent", self.already_sent),
+            ("held out", self.held_out),
+            ("to send", self.to_send),
+        ]
     }
 }
 
@@ -424,6 +440,15 @@ pub struct Pipeline {
     /// A source that could not be read at all: the plan is incomplete.
     pub source_failures: Vec<PlanError>,
     selecting: Option<Selecting>,
+    digest: Option<RequestDigest>,
+}
+
+/// SHA-256 over every request the campaign renders for this run, whoever it goes
+/// to and whether or not it was sent already: what a saved plan binds (see
+/// [`Pipeline::digesting`]).
+struct RequestDigest {
+    hasher: sha2::Sha256,
+    bot: crate::api::wire::BotEndpoint,
 }
 
 impl Pipeline {
@@ -488,7 +513,33 @@ impl Pipeline {
             invalid_by_code: BTreeMap::new(),
             source_failures: Vec::new(),
             selecting: None,
+            digest: None,
         }
+    }
+
+    /// Also digests every request the campaign renders for the run, in audience
+    /// order: to send, held out and already sent alike (already sent ones are
+    /// rendered again for it), so the digest depends on the files, the run and the
+    /// templates, not on what state says was sent or what `--only` chose. Each
+    /// request counts as its key, its path and query, and its body.
+    pub fn digesting(mut self, campaign: &Campaign) -> Self {
+        self.digest = Some(RequestDigest {
+            hasher: sha2::Sha256::default(),
+            bot: crate::api::wire::BotEndpoint {
+                id: campaign.bot.id.clone(),
+                tag_style: campaign.bot.tag_style,
+            },
+        });
+        self
+    }
+
+    /// `sha256:HEX` of the requests, once the pipeline has ended (with
+    /// [`Pipeline::digesting`]).
+    pub fn requests_digest(&self) -> Option<String> {
+        use sha2::Digest;
+        let digest = self.digest.as_ref()?;
+        let bytes = digest.hasher.clone().finalize();
+        Some(format!("sha256:{}", crate::human::hex(&bytes)))
     }
 
     /// Takes only the recipients `selection` takes; the rest are [`Planned::HeldOut`].
@@ -574,7 +625,7 @@ impl Pipeline {
             .prior
             .as_ref()
             .is_some_and(|prior| prior.already_handled(row.hash));
-        if handled && !self.renderer.has_otn() {
+        if handled && !self.renderer.has_otn() && self.digest.is_none() {
             self.stager.bury(row);
             self.counts.already_sent += 1;
             return Some(Planned::AlreadySent);
@@ -596,6 +647,19 @@ impl Pipeline {
                 return Some(self.invalid(origin, Invalid::OtnReused { first }));
             }
             self.otn_seen.insert(token_hash, origin);
+        }
+        if let Some(digest) = &mut self.digest {
+            use sha2::Digest;
+            let h = &mut digest.hasher;
+            for part in [
+                request.key.as_bytes(),
+                request.wire.path_and_query(&digest.bot, None).as_bytes(),
+                &request.wire.body(),
+            ] {
+                // Length-prefixed: no two requests hash alike by moving a boundary.
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
         }
         if handled {
             self.counts.already_sent += 1;

@@ -65,6 +65,9 @@ pub struct PassInputs {
     pub suppressed: Arc<KeySet>,
     /// The recipients to send this invocation takes (everyone by default).
     pub selection: Selection,
+    /// Digest every request the run renders (for a saved plan): already sent
+    /// recipients are rendered again for it.
+    pub digest: bool,
 }
 
 impl PassInputs {
@@ -100,7 +103,14 @@ impl PassInputs {
             renderer,
             suppressed,
             selection: Selection::default(),
+            digest: false,
         })
+    }
+
+    /// Digests every request of the run ([`Pipeline::digesting`]).
+    pub fn with_digest(mut self) -> PassInputs {
+        self.digest = true;
+        self
     }
 
     /// Takes only the recipients `selection` takes (`run --only`, `--limit`).
@@ -154,6 +164,7 @@ fn plan_pass_into(
         renderer,
         suppressed,
         selection,
+        digest,
     } = inputs;
     let bot = BotEndpoint {
         id: campaign.bot.id.clone(),
@@ -162,6 +173,9 @@ fn plan_pass_into(
     let mut sample = Vec::new();
     let mut invalid_rows = Vec::new();
     let mut pipeline = Pipeline::new(campaign, renderer, suppressed, prior).select(selection);
+    if digest {
+        pipeline = pipeline.digesting(campaign);
+    }
     let mut write_error = None;
     let mut file_shown: Option<(Arc<Path>, String)> = None;
     for planned in pipeline.by_ref() {
@@ -225,6 +239,7 @@ fn plan_pass_into(
         schedule: None,
         warnings: 0,
         sample,
+        requests_digest: pipeline.requests_digest(),
     };
     Ok(PlanPass {
         report,

@@ -114,6 +114,10 @@ pub struct PlanReport {
     pub schedule: Option<String>,
     pub warnings: usize,
     pub sample: Vec<serde_json::Value>,
+    /// `sha256:…` of every request the run renders, when the plan is saved
+    /// (`plan --out`): what `run --plan` checks before sending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,21 +156,12 @@ impl PlanReport {
     }
 
     fn count_rows(&self) -> Vec<(&'static str, u64)> {
-        let c = &self.counts;
-        vec![
-            ("read", c.read),
-            ("filtered", c.filtered),
-            ("suppressed", c.suppressed),
-            ("duplicates", c.duplicates),
-            ("invalid", c.invalid),
-            ("already sent", c.already_sent),
-            ("held out", c.held_out),
-            ("to send", c.to_send),
-        ]
-        .into_iter()
-        // Held out only by `run --only`/`--limit`: no row otherwise.
-        .filter(|(name, n)| *name != "held out" || *n > 0)
-        .collect()
+        self.counts
+            .named()
+            .into_iter()
+            // Held out only by `run --only`/`--limit`: no row otherwise.
+            .filter(|(name, n)| *name != "held out" || *n > 0)
+            .collect()
     }
 
     fn bot_line(&self) -> String {
@@ -222,6 +217,9 @@ impl PlanReport {
         }
         out.push('\n');
         let _ = writeln!(out, "  estimated duration  {}", self.duration_line());
+        if let Some(digest) = &self.requests_digest {
+            let _ = writeln!(out, "  requests digest     {digest}");
+        }
         if self.counts.invalid > 0 {
             let reasons: Vec<String> = self
                 .invalid_reasons
@@ -277,6 +275,9 @@ impl PlanReport {
             let _ = writeln!(out, "| schedule | {s} |");
         }
         let _ = writeln!(out, "| estimated duration | {} |", self.duration_line());
+        if let Some(digest) = &self.requests_digest {
+            let _ = writeln!(out, "| requests digest | `{digest}` |");
+        }
         let _ = writeln!(out, "\n| rows | count |\n|---|---:|");
         for (label, n) in self.count_rows() {
             let bold = if label == "to send" { "**" } else { "" };

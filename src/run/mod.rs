@@ -30,7 +30,7 @@ use feeder::Feeder;
 use shared::{budgets, BotLocks, Writers};
 
 pub use error::RunError;
-pub use prepare::{resolve_at, Inputs, Prepared, PreparedRun};
+pub use prepare::{resolve_at, Inputs, PlanBinding, Prepared, PreparedRun};
 pub use resume::{fingerprint, ResumeFilter, ResumePolicy};
 
 use crate::api::wire::BotEndpoint;
@@ -324,6 +324,28 @@ impl OneRun {
         let Some(run_info) = self.choose_run(store.as_deref_mut())? else {
             return Ok(Stage::Done(Ended::NothingDue));
         };
+        let run_info = match &self.run.binding {
+            None => run_info,
+            Some(plan) if plan.run_id != run_info.id => {
+                return Err(RunError::Invalid(vec![Diagnostic::error(
+                    "plan-mismatch",
+                    format!(
+                        "the plan `{}` is for run {}, but the run due now is {}; nothing was sent",
+                        plan.file.display(),
+                        plan.run_id,
+                        run_info.id
+                    ),
+                )
+                .help(
+                    "make and review a plan for this run: smax-campaign plan CAMPAIGN --out FILE",
+                )]))
+            }
+            // Templates see the plan's `now`, so they render what was reviewed.
+            Some(plan) => RunInfo {
+                now: plan.now.clone(),
+                ..run_info
+            },
+        };
         // The bot's lock first: a process holding a run's lock then always holds its
         // bot's too, so two processes never wait on each other in a circle.
         let locks = match &store {
@@ -357,9 +379,12 @@ impl OneRun {
                 Some(resumed.filter)
             }
         };
-        let inputs = PassInputs::new(campaign, &run_info)
+        let mut inputs = PassInputs::new(campaign, &run_info)
             .map_err(RunError::Invalid)?
             .with_selection(self.options.selection.clone());
+        if self.run.binding.is_some() {
+            inputs = inputs.with_digest();
+        }
         // The sending pass starts now, beside the plan: it waits at its channel for
         // the plan's verdict, and a resume's handled recipients are behind it by
         // the time the plan is made. Nothing is sent before the plan allows it.
@@ -371,6 +396,25 @@ impl OneRun {
         );
         let pass = self.plan(inputs, filter)?;
         let counts = pass.report.counts;
+        if let Some(plan) = &self.run.binding {
+            let rendered = pass.report.requests_digest.as_deref().unwrap_or_default();
+            if rendered != plan.requests_digest {
+                if let Some(store) = store.as_deref_mut() {
+                    if let Err(e) = self.close(store, &run_info.id, RunStatus::Aborted) {
+                        self.problem(e);
+                    }
+                }
+                return Err(RunError::Invalid(vec![Diagnostic::error(
+                    "plan-mismatch",
+                    format!(
+                        "the requests this run renders differ from the reviewed plan `{}` although its files are the same (digest {rendered}, the plan's {}); nothing was sent",
+                        plan.file.display(),
+                        plan.requests_digest
+                    ),
+                )
+                .help("a plan made by another version of smax-campaign can render differently: make and review a new plan with this one")]));
+            }
+        }
         if !pass.only_not_found.is_empty() {
             self.note(format!(
                 "--only: {} not among the recipients to send (not in the audience, filtered, suppressed, a duplicate, invalid or already sent): {}",
@@ -824,6 +868,7 @@ mod tests {
             },
             token: Secret::new("t".into()),
             at,
+            binding: None,
         };
         (dir, run)
     }

@@ -95,6 +95,11 @@ impl Prepared {
     pub fn at(&self, at: Option<&str>) -> Result<chrono::DateTime<chrono::Utc>, RunError> {
         resolve_at(at, &self.campaign)
     }
+
+    /// The project file (smax.yaml) the campaign was loaded with, if any.
+    pub fn project_file(&self) -> Option<&Path> {
+        self.project.file.as_ref().map(|f| f.source.path.as_path())
+    }
 }
 
 /// `--at TIME` (in the campaign's zone when it has no offset), or now.
@@ -125,6 +130,20 @@ pub struct PreparedRun {
     pub token: Secret,
     /// The time the run acts at (`--at`, else when it was prepared).
     pub at: chrono::DateTime<chrono::Utc>,
+    /// `run --plan`: the reviewed plan this run must match exactly.
+    pub binding: Option<PlanBinding>,
+}
+
+/// What a saved plan fixes about the run that sends it (`run --plan`); the files
+/// it was made from are checked before the run is prepared.
+#[derive(Debug, Clone)]
+pub struct PlanBinding {
+    /// The plan file, for messages.
+    pub file: std::path::PathBuf,
+    pub run_id: String,
+    /// `now` as the plan's templates saw it.
+    pub now: String,
+    pub requests_digest: String,
 }
 
 impl PreparedRun {
@@ -151,7 +170,14 @@ impl PreparedRun {
             prepared,
             token,
             at,
+            binding: None,
         })
+    }
+
+    /// This run must send exactly the plan `binding` describes.
+    pub fn bound_to(mut self, binding: PlanBinding) -> PreparedRun {
+        self.binding = Some(binding);
+        self
     }
 
     pub fn campaign(&self) -> &Campaign {

@@ -18,6 +18,7 @@ mod resume;
 mod run;
 mod runner;
 mod sandbox;
+mod saved_plan;
 mod schedule;
 mod schema;
 mod shared_state;
