@@ -144,8 +144,24 @@ pub struct PlanArgs {
     pub options: PlanOptions,
     /// Save the plan to FILE (JSON): its files by SHA-256 and a digest of every
     /// request, for `run --plan FILE` to send exactly it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["key", "list"])]
     pub out: Option<PathBuf>,
+    /// Explain one recipient: every row that holds KEY and what became of it
+    /// (filtered, suppressed by which row, duplicate of which row, invalid and
+    /// why), or the full request it gets (tokens redacted).
+    #[arg(long, value_name = "KEY", conflicts_with = "list")]
+    pub key: Option<String>,
+    /// List the rows of one class (file:row and key).
+    #[arg(long, value_enum, value_name = "CLASS")]
+    pub list: Option<ListClass>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListClass {
+    Filtered,
+    Suppressed,
+    Duplicates,
+    Invalid,
 }
 
 #[derive(Debug, Args)]

@@ -71,6 +71,9 @@ pub fn run(cli: Cli) -> ExitStatus {
     }
     match cli.command {
         Command::Validate(args) => validate::run(&global, &args),
+        Command::Plan(args) if args.key.is_some() || args.list.is_some() => {
+            plan::explain(&global, &args)
+        }
         Command::Plan(args) => {
             plan::run(&global, &args.campaign, &args.options, args.out.as_deref())
         }

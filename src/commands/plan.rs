@@ -4,8 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{eprint_diagnostics, note_missing_store, print_out, render_error, ExitStatus};
-use crate::cli::{GlobalArgs, PlanOptions, ReportFormat};
+use std::io::Write;
+
+use crate::cli::{GlobalArgs, ListClass, PlanArgs, PlanOptions, ReportFormat};
 use crate::diagnostic::Diagnostic;
+use crate::plan::explain::{explain_key, list_rows, RowClass};
 use crate::plan::saved::{bound_files, SavedPlan};
 use crate::plan::{
     plan_pass_with, preview_run_given, PassInputs, PlanPass, Preview, PriorLookup, Selection,
@@ -97,13 +100,7 @@ pub(super) fn read_only_plan(
     selection: Selection,
     digest: bool,
 ) -> Result<(PlanPass, Preview), RunError> {
-    let store = crate::state::open_read_only(&prepared.state)
-        .map_err(|e| RunError::state(prepared.state.to_string(), e))?;
-    let preview = preview_run_given(&prepared.campaign, at, store.as_deref());
-    let prior = match store.as_deref() {
-        Some(s) => prior_of(s, &preview.run.id, policy)?,
-        None => None,
-    };
+    let (preview, prior) = read_only_run(prepared, at, policy)?;
     let mut inputs = PassInputs::new(&prepared.campaign, &preview.run)
         .map_err(RunError::Invalid)?
         .with_selection(selection);
@@ -120,6 +117,112 @@ pub(super) fn read_only_plan(
     )
     .map_err(RunError::Invalid)?;
     Ok((pass, preview))
+}
+
+/// The run `prepared` would act on at `at`, and what it already handled, read
+/// from the state store without writing anything (a missing store is empty).
+fn read_only_run(
+    prepared: &Prepared,
+    at: chrono::DateTime<chrono::Utc>,
+    policy: ResumePolicy,
+) -> Result<(Preview, Option<Arc<dyn PriorLookup>>), RunError> {
+    let store = crate::state::open_read_only(&prepared.state)
+        .map_err(|e| RunError::state(prepared.state.to_string(), e))?;
+    let preview = preview_run_given(&prepared.campaign, at, store.as_deref());
+    let prior = match store.as_deref() {
+        Some(s) => prior_of(s, &preview.run.id, policy)?,
+        None => None,
+    };
+    Ok((preview, prior))
+}
+
+/// `plan --key KEY` and `plan --list CLASS`.
+pub(super) fn explain(global: &GlobalArgs, args: &PlanArgs) -> ExitStatus {
+    let prepared = match Prepared::load(&args.campaign, &super::inputs(global)) {
+        Ok(p) => p,
+        Err(e) => return render_error(&e),
+    };
+    let at = match prepared.at(args.options.at.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return render_error(&e),
+    };
+    note_missing_store(&prepared.state, global.quiet);
+    let ready =
+        read_only_run(&prepared, at, ResumePolicy::default()).and_then(|(preview, prior)| {
+            let inputs =
+                PassInputs::new(&prepared.campaign, &preview.run).map_err(RunError::Invalid)?;
+            Ok((preview, prior, inputs))
+        });
+    let (preview, prior, inputs) = match ready {
+        Ok(r) => r,
+        Err(e) => return render_error(&e),
+    };
+    let campaign = &prepared.campaign;
+    let json = args.options.format == ReportFormat::Json;
+    if let Some(key) = &args.key {
+        let story = match explain_key(campaign, &prepared.api_url, inputs, prior, key) {
+            Ok(s) => s,
+            Err(errors) => return render_error(&RunError::Invalid(errors)),
+        };
+        print_out(&if json {
+            serde_json::to_string_pretty(&story).unwrap_or_default() + "\n"
+        } else {
+            story.text(&campaign.name, &preview.run.id)
+        });
+        return ExitStatus::Success;
+    }
+    let Some(class) = args.list else {
+        return ExitStatus::Success;
+    };
+    let class = match class {
+        ListClass::Filtered => RowClass::Filtered,
+        ListClass::Suppressed => RowClass::Suppressed,
+        ListClass::Duplicates => RowClass::Duplicates,
+        ListClass::Invalid => RowClass::Invalid,
+    };
+    // Streamed: a class can hold most of an audience of millions.
+    let mut out = crate::redact::Scrubbed::new(std::io::BufWriter::new(std::io::stdout().lock()));
+    let mut first = true;
+    if json {
+        let _ = out.write_all(b"[");
+    }
+    let listed = list_rows(campaign, inputs, prior, class, |row| {
+        let line = if json {
+            format!(
+                "{}\n  {}",
+                if first { "" } else { "," },
+                serde_json::to_string(&row).unwrap_or_default()
+            )
+        } else {
+            let mut line = format!(
+                "{}:{}  {}",
+                row.file,
+                row.row,
+                row.key.as_deref().unwrap_or("(no key)")
+            );
+            if let Some(reason) = &row.reason {
+                line.push_str("  ");
+                line.push_str(reason);
+            }
+            line.push('\n');
+            line
+        };
+        first = false;
+        let _ = out.write_all(line.as_bytes());
+    });
+    if json {
+        let _ = out.write_all(if first { b"]\n" as &[u8] } else { b"\n]\n" });
+    }
+    let _ = out.flush();
+    match listed {
+        Ok(n) => {
+            if !global.quiet && !json {
+                super::print_err(&format!("{} row(s)\n", crate::human::thousands(n)));
+            }
+            ExitStatus::Success
+        }
+        Err(errors) => render_error(&RunError::Invalid(errors)),
+    }
 }
 
 /// `plan --out FILE`: the plan, bound to its files by hash, for `run --plan FILE`.

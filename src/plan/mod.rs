@@ -29,6 +29,7 @@ use crate::campaign::Campaign;
 use crate::render::{Context, Invalid, RenderedRequest, Renderer, RunInfo};
 use crate::state::{key_hash, KeyHashBuild, KeySet};
 
+pub mod explain;
 mod occurrence;
 mod pass;
 pub mod saved;
@@ -204,15 +205,24 @@ pub fn suppression_set(campaign: &Campaign, renderer: &Renderer) -> Result<KeySe
 enum Staged {
     Broken(Origin, String),
     SourceFailed(Arc<Path>, String),
-    Filtered,
+    /// The told rows carry their place and key only when the pipeline explains.
+    Filtered(Option<Told>),
     /// `where` or the key failed.
     Unkeyed(Origin, Invalid),
-    Suppressed,
-    Duplicate,
+    Suppressed(Option<Told>),
+    Duplicate(Option<Told>),
     /// Already handled by this run, judged before dedupe (the sending pass only).
     Handled,
     /// A key's first occurrence: its request is rendered next.
     Keyed(Origin, Keyed),
+}
+
+/// Where a row is and its key (when it could be rendered): what `plan --key`
+/// and `plan --list` say about rows the plan passes over.
+#[derive(Debug, Clone)]
+pub struct Told {
+    pub origin: Origin,
+    pub key: Option<String>,
 }
 
 /// A row's context and key, as staging built them.
@@ -234,6 +244,8 @@ struct Stage {
     /// Set while the staging thread runs ahead of the pipeline's: it then
     /// also renders the requests' engine templates (see `Stager::new`).
     ahead: Arc<AtomicBool>,
+    /// Rows passed over keep their place and key ([`Pipeline::explaining`]).
+    explain: bool,
 }
 
 impl Stage {
@@ -246,7 +258,12 @@ impl Stage {
         let mut ctx = self.renderer.context(&row);
         match self.renderer.passes_where(&ctx) {
             Ok(true) => {}
-            Ok(false) => return Staged::Filtered,
+            Ok(false) => {
+                return Staged::Filtered(self.explain.then(|| Told {
+                    key: self.renderer.key(&ctx).ok(),
+                    origin: row.origin,
+                }))
+            }
             Err(e) => return Staged::Unkeyed(row.origin, e),
         }
         let key = match self.renderer.key(&ctx) {
@@ -254,8 +271,12 @@ impl Stage {
             Err(e) => return Staged::Unkeyed(row.origin, e),
         };
         let hash = key_hash(&key);
+        let told = |origin: Origin, key: String| Told {
+            origin,
+            key: Some(key),
+        };
         if self.suppressed.contains(hash) {
-            return Staged::Suppressed;
+            return Staged::Suppressed(self.explain.then(|| told(row.origin, key)));
         }
         if let Some(prior) = &self.handled_first {
             if prior.already_handled(hash) {
@@ -263,7 +284,7 @@ impl Stage {
             }
         }
         if !self.seen.insert(hash) {
-            return Staged::Duplicate;
+            return Staged::Duplicate(self.explain.then(|| told(row.origin, key)));
         }
         if self.ahead.load(Ordering::Relaxed) {
             self.renderer.prerender(&mut ctx);
@@ -441,6 +462,17 @@ pub struct Pipeline {
     pub source_failures: Vec<PlanError>,
     selecting: Option<Selecting>,
     digest: Option<RequestDigest>,
+    /// Explaining: the place and key of the row just classified.
+    told: Option<Told>,
+    explain: bool,
+}
+
+/// What a pipeline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Plan,
+    Send,
+    Explain,
 }
 
 /// SHA-256 over every request the campaign renders for this run, whoever it goes
@@ -458,7 +490,32 @@ impl Pipeline {
         suppressed: Arc<KeySet>,
         prior: Option<Arc<dyn PriorLookup>>,
     ) -> Self {
-        Self::build(campaign, renderer, suppressed, prior, None, false)
+        Self::build(campaign, renderer, suppressed, prior, None, Purpose::Plan)
+    }
+
+    /// The plan's pipeline, telling where each row is and its key as it goes
+    /// ([`Pipeline::told`]): for `plan --key` and `plan --list`. Rows passed over
+    /// by `where` have their key rendered too.
+    pub fn explaining(
+        campaign: &Campaign,
+        renderer: Arc<Renderer>,
+        suppressed: Arc<KeySet>,
+        prior: Option<Arc<dyn PriorLookup>>,
+    ) -> Self {
+        Self::build(
+            campaign,
+            renderer,
+            suppressed,
+            prior,
+            None,
+            Purpose::Explain,
+        )
+    }
+
+    /// Explaining: the place and key of the row the last item was about (for a
+    /// request to send, its own origin and key say it).
+    pub fn told(&self) -> Option<&Told> {
+        self.told.as_ref()
     }
 
     /// The pipeline that feeds the senders: the same decisions for every row to send
@@ -472,7 +529,7 @@ impl Pipeline {
         suppressed: Arc<KeySet>,
         prior: Option<Arc<dyn PriorLookup>>,
     ) -> Self {
-        Self::build(campaign, renderer, suppressed, prior, None, true)
+        Self::build(campaign, renderer, suppressed, prior, None, Purpose::Send)
     }
 
     /// `inline`: stage on this thread, rendering ahead or not (for tests: the
@@ -483,8 +540,10 @@ impl Pipeline {
         suppressed: Arc<KeySet>,
         prior: Option<Arc<dyn PriorLookup>>,
         inline: Option<bool>,
-        sending: bool,
+        purpose: Purpose,
     ) -> Self {
+        let sending = purpose == Purpose::Send;
+        let explain = purpose == Purpose::Explain;
         // One-time notification tokens are checked for reuse across every row
         // rendered: a campaign with them renders handled rows too.
         let (handled_first, prior) = if sending && !renderer.has_otn() {
@@ -498,6 +557,7 @@ impl Pipeline {
             seen: KeySet::new(),
             handled_first,
             ahead: Arc::new(AtomicBool::new(inline.unwrap_or(false))),
+            explain,
         };
         let reader = AudienceReader::new(&campaign.audience.sources);
         let stager = match inline {
@@ -514,6 +574,8 @@ impl Pipeline {
             source_failures: Vec::new(),
             selecting: None,
             digest: None,
+            told: None,
+            explain,
         }
     }
 
@@ -572,6 +634,15 @@ impl Pipeline {
         missing
     }
 
+    fn tell(&mut self, origin: &Origin, key: Option<&str>) {
+        if self.explain {
+            self.told = Some(Told {
+                origin: origin.clone(),
+                key: key.map(str::to_owned),
+            });
+        }
+    }
+
     fn invalid(&mut self, origin: Origin, reason: Invalid) -> Planned {
         self.counts.invalid += 1;
         *self.invalid_by_code.entry(reason.code()).or_default() += 1;
@@ -590,25 +661,30 @@ impl Pipeline {
             }
             Staged::Broken(origin, reason) => {
                 self.counts.read += 1;
+                self.tell(&origin, None);
                 return Some(self.invalid(origin, Invalid::Broken(reason)));
             }
-            Staged::Filtered => {
+            Staged::Filtered(told) => {
                 self.counts.read += 1;
                 self.counts.filtered += 1;
+                self.told = told;
                 return Some(Planned::Filtered);
             }
             Staged::Unkeyed(origin, e) => {
                 self.counts.read += 1;
+                self.tell(&origin, None);
                 return Some(self.invalid(origin, e));
             }
-            Staged::Suppressed => {
+            Staged::Suppressed(told) => {
                 self.counts.read += 1;
                 self.counts.suppressed += 1;
+                self.told = told;
                 return Some(Planned::Suppressed);
             }
-            Staged::Duplicate => {
+            Staged::Duplicate(told) => {
                 self.counts.read += 1;
                 self.counts.duplicates += 1;
+                self.told = told;
                 return Some(Planned::Duplicate);
             }
             Staged::Handled => {
@@ -618,6 +694,7 @@ impl Pipeline {
             }
             Staged::Keyed(origin, row) => {
                 self.counts.read += 1;
+                self.tell(&origin, Some(&row.key));
                 (origin, row)
             }
         };
@@ -860,7 +937,8 @@ message:
         };
         let renderer = Arc::new(Renderer::new(campaign, &run).expect("compiles"));
         let suppressed = Arc::new(suppression_set(campaign, &renderer).expect("suppression"));
-        let mut pipeline = Pipeline::build(campaign, renderer, suppressed, None, inline, false);
+        let mut pipeline =
+            Pipeline::build(campaign, renderer, suppressed, None, inline, Purpose::Plan);
         let rows = pipeline.by_ref().map(|p| format!("{p:?}")).collect();
         (
             rows,

@@ -59,6 +59,13 @@ fn limit_sends_the_first_n_then_the_next_run_continues() {
     assert!(shown.contains("held out       7"), "{shown}");
     assert!(shown.contains("7 recipient(s) held out"), "{shown}");
     assert_eq!(run_status(&p), "interrupted");
+    // `plan --key` reads what the run already did from state.
+    let explained = p.run(&["-q", "plan", "c.yaml", "--key", "C0002"], &[]);
+    let explained = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        explained.contains("customers.csv:3  already sent (or settled) by this run"),
+        "{explained}"
+    );
 
     let out = run(&p, &sandbox, &["--limit", "3"]);
     assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));

@@ -258,3 +258,77 @@ fn a_json_null_is_a_missing_value_never_the_text_none() {
     assert!(written.contains("Chào Hà"), "{written}");
     assert!(!written.contains("None"), "{written}");
 }
+
+/// `plan --key`: one recipient's path through the pipeline, for each way a row
+/// can go (to send and a later duplicate, filtered, suppressed, in no row).
+#[test]
+fn key_explains_one_recipients_path() {
+    let mut all = String::new();
+    for key in ["C1001", "C1002", "C1006", "C9999"] {
+        let out = run(&["-q", "plan", "campaigns/loyalty-points.yaml", "--key", key]);
+        assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    insta::assert_snapshot!(all);
+}
+
+/// An invalid recipient's reason, and a V1 request with its token redacted.
+#[test]
+fn key_shows_the_reason_or_the_request_without_its_token() {
+    let p = v1_project();
+    p.write("c.csv", "user_id,name\n111,An\n222,\n333,Chi\n");
+    p.write(
+        "c.yaml",
+        "version: 1\nname: keyed\nbot: classic\naudience:\n  from:\n    - csv: c.csv\nrecipient:\n  user_id: \"{{ user_id }}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  block_name: \"{{ name }}\"\n",
+    );
+    let env = [("T", "v1-secret-token-77")];
+    let out = p.run(&["-q", "plan", "c.yaml", "--key", "222"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("c.csv:3  invalid: block_name renders empty"),
+        "{text}"
+    );
+    let out = p.run(
+        &["-q", "plan", "c.yaml", "--key", "333", "--format", "json"],
+        &env,
+    );
+    let story: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let request = &story["appearances"][0];
+    assert_eq!(request["verdict"], "to_send");
+    let url = request["request"]["url"].as_str().unwrap_or_default();
+    assert!(url.contains("bot_token=***"), "{url}");
+    assert!(!transcript(&out).contains("v1-secret-token-77"));
+}
+
+/// `plan --list CLASS`: the rows of that class, file:row and key, text or JSON.
+#[test]
+fn list_names_the_rows_of_a_class() {
+    let list = |class: &str, format: &str| {
+        let out = run(&[
+            "-q",
+            "plan",
+            "campaigns/loyalty-points.yaml",
+            "--list",
+            class,
+            "--format",
+            format,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        list("filtered", "text"),
+        "campaigns/audiences/members.csv:3  C1002\ncampaigns/audiences/members.csv:5  C1004\n"
+    );
+    assert_eq!(
+        list("suppressed", "text"),
+        "campaigns/audiences/members.csv:7  C1006\n"
+    );
+    let duplicates: serde_json::Value =
+        serde_json::from_str(&list("duplicates", "json")).expect("json");
+    assert_eq!(
+        duplicates,
+        serde_json::json!([{"file": "campaigns/audiences/members.csv", "row": 8, "key": "C1001"}])
+    );
+    assert_eq!(list("invalid", "json"), "[]\n");
+}
