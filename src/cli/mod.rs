@@ -13,48 +13,87 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub output: OutputArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How every command prints: the only options every subcommand takes.
 #[derive(Debug, Args, Clone)]
-pub struct GlobalArgs {
+pub struct OutputArgs {
+    /// Print less: errors and the final summary only.
+    #[arg(short, long, global = true, help_heading = "Output")]
+    pub quiet: bool,
+    /// Print more (repeat for debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Output")]
+    pub verbose: u8,
+    /// When to use colour.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN", help_heading = "Output")]
+    pub color: ColorWhen,
+}
+
+/// `--config`, for the commands that read a project file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ProjectArg {
     /// The project file (default: smax.yaml found by walking up from the campaign).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// `--api-url`, for the commands that talk to (or check against) the API.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ApiArg {
     // `--help` names the variable behind an option, never its value: the value
     // may be a URL with a password, and help text ends up in CI logs.
     /// Base URL of the API (default: smax.yaml `api_url`, else https://api.smax.bot).
-    #[arg(
-        long,
-        global = true,
-        env = "SMAX_API_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
+    #[arg(long, env = "SMAX_API_URL", hide_env_values = true, value_name = "URL")]
     pub api_url: Option<String>,
+}
+
+/// `--state`, for the commands that read or write run state.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StateArg {
     /// Where run state lives: a SQLite file (default: smax.yaml `state`, else
     /// .smax/state.db), a shared PostgreSQL database
     /// (`postgres://USER@HOST:PORT/DB?sslmode=require`, password in the URL or
     /// PGPASSWORD), or `none` (no resume, no duplicate protection).
     #[arg(
         long,
-        global = true,
         env = "SMAX_STATE",
         hide_env_values = true,
         value_name = "LOCATION"
     )]
     pub state: Option<PathBuf>,
-    /// Print less: errors and the final summary only.
-    #[arg(short, long, global = true)]
+}
+
+/// What a command was told about where things are and how to print, whichever of
+/// the options above it takes (the others stay unset).
+#[derive(Debug, Clone)]
+pub struct GlobalArgs {
+    pub config: Option<PathBuf>,
+    pub api_url: Option<String>,
+    pub state: Option<PathBuf>,
     pub quiet: bool,
-    /// Print more (repeat for debug logs).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// When to use colour.
-    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
     pub color: ColorWhen,
+}
+
+impl GlobalArgs {
+    pub fn new(
+        output: &OutputArgs,
+        project: Option<&ProjectArg>,
+        api: Option<&ApiArg>,
+        state: Option<&StateArg>,
+    ) -> GlobalArgs {
+        GlobalArgs {
+            config: project.and_then(|p| p.config.clone()),
+            api_url: api.and_then(|a| a.api_url.clone()),
+            state: state.and_then(|s| s.state.clone()),
+            quiet: output.quiet,
+            verbose: output.verbose,
+            color: output.color,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,13 +122,33 @@ pub enum Command {
     /// Manage the state store.
     #[command(subcommand)]
     State(StateCommand),
+    /// Print shell completions, or write man pages (--man DIR).
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum, required_unless_present = "man")]
+    pub shell: Option<clap_complete::Shell>,
+    /// Write the man pages (smax-campaign.1 and one per command) into DIR instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "shell")]
+    pub man: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
     /// Create the state store (--state, SMAX_STATE, smax.yaml `state`, else
     /// .smax/state.db); an existing store is left as it is.
-    Init,
+    Init(StateInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateInitArgs {
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub state: StateArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,6 +168,10 @@ pub struct ValidateArgs {
     /// Fail (exit 2) on warnings too.
     #[arg(long)]
     pub deny_warnings: bool,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub api: ApiArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -142,6 +205,12 @@ pub struct PlanArgs {
     pub campaign: PathBuf,
     #[command(flatten)]
     pub options: PlanOptions,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub api: ApiArg,
+    #[command(flatten)]
+    pub state: StateArg,
     /// Save the plan to FILE (JSON): its files by SHA-256 and a digest of every
     /// request, for `run --plan FILE` to send exactly it.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key", "list"])]
@@ -215,6 +284,12 @@ pub struct RunArgs {
     /// Do not ask for confirmation on a terminal (runs without a terminal never ask).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub api: ApiArg,
+    #[command(flatten)]
+    pub state: StateArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -223,8 +298,10 @@ pub enum RecipientFilter {
     Failed,
     /// Refused by the platform for good.
     Rejected,
+    /// May have been delivered: resent only with `run --resend-unknown`.
     Unknown,
     Sent,
+    /// Every recipient the run recorded.
     All,
 }
 
@@ -240,6 +317,10 @@ pub struct StatusArgs {
     /// At most this many recipients.
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub state: StateArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -258,6 +339,10 @@ pub struct DueArgs {
     pub at: Option<String>,
     #[arg(long, value_enum, default_value_t = DueFormat::Text)]
     pub format: DueFormat,
+    #[command(flatten)]
+    pub project: ProjectArg,
+    #[command(flatten)]
+    pub state: StateArg,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! One file per subcommand: resolve inputs, orchestrate, print.
 
+mod completions;
 mod due;
 mod plan;
 mod run;
@@ -12,7 +13,7 @@ mod validate;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{Cli, ColorWhen, Command, GlobalArgs};
+use crate::cli::{Cli, ColorWhen, Command, GlobalArgs, StateCommand};
 use crate::diagnostic::{render, Diagnostic, DiagnosticFormat};
 use crate::run::RunError;
 
@@ -56,13 +57,25 @@ impl ExitStatus {
 }
 
 pub fn run(cli: Cli) -> ExitStatus {
-    let choice = match cli.global.color {
+    let choice = match cli.output.color {
         ColorWhen::Auto => anstream::ColorChoice::Auto,
         ColorWhen::Always => anstream::ColorChoice::Always,
         ColorWhen::Never => anstream::ColorChoice::Never,
     };
     choice.write_global();
-    let global = cli.global;
+    let out = &cli.output;
+    // Each command takes only the options that mean something to it.
+    let global = match &cli.command {
+        Command::Validate(a) => GlobalArgs::new(out, Some(&a.project), Some(&a.api), None),
+        Command::Plan(a) => GlobalArgs::new(out, Some(&a.project), Some(&a.api), Some(&a.state)),
+        Command::Run(a) => GlobalArgs::new(out, Some(&a.project), Some(&a.api), Some(&a.state)),
+        Command::Status(a) => GlobalArgs::new(out, Some(&a.project), None, Some(&a.state)),
+        Command::Due(a) => GlobalArgs::new(out, Some(&a.project), None, Some(&a.state)),
+        Command::State(StateCommand::Init(a)) => {
+            GlobalArgs::new(out, Some(&a.project), None, Some(&a.state))
+        }
+        _ => GlobalArgs::new(out, None, None, None),
+    };
     if let Some(url) = &global.api_url {
         crate::redact::register_url_password(url);
     }
@@ -87,6 +100,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Sandbox(args) => sandbox::run(&args),
         Command::Schema(args) => schema::run(&args),
         Command::State(command) => state::run(&global, &command),
+        Command::Completions(args) => completions::run(&args),
     }
 }
 

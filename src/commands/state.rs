@@ -6,7 +6,7 @@ use crate::run::RunError;
 
 pub(super) fn run(global: &GlobalArgs, command: &StateCommand) -> ExitStatus {
     match command {
-        StateCommand::Init => init(global),
+        StateCommand::Init(_) => init(global),
     }
 }
 

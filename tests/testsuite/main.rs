@@ -5,6 +5,7 @@
 //! process (the real binary, or this one with a filter), or, for a secret the
 //! library registers, uses one that no other test prints.
 
+mod cli;
 mod common;
 mod cron_reference;
 
