@@ -122,8 +122,17 @@ pub enum Command {
     /// Manage the state store.
     #[command(subcommand)]
     State(StateCommand),
+    /// Start a project: smax.yaml, a welcome campaign, CI workflows (never overwrites).
+    Init(InitArgs),
     /// Print shell completions, or write man pages (--man DIR).
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The folder to create the project in.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 
 mod completions;
 mod due;
+mod init;
 mod plan;
 mod run;
 mod sandbox;
@@ -100,6 +101,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Sandbox(args) => sandbox::run(&args),
         Command::Schema(args) => schema::run(&args),
         Command::State(command) => state::run(&global, &command),
+        Command::Init(args) => init::run(&args),
         Command::Completions(args) => completions::run(&args),
     }
 }

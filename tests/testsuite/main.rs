@@ -13,6 +13,7 @@ mod delivery;
 mod due;
 mod fuzz;
 mod gate;
+mod init;
 mod never_silent;
 mod plan;
 mod resume;

@@ -3,7 +3,7 @@
 
 use std::process::Output;
 
-use crate::common::{self, TempProject};
+use crate::common::{self, files_under, TempProject};
 
 const PROJECT: &str =
     "bots:\n  shop:\n    id: \"b1\"\n    token_env: SMAX_TRUST_TOKEN\n    api: v2\n";
@@ -344,23 +344,6 @@ fn assert_clean(what: &str, bytes: &[u8]) {
             "{what} holds the token ({needle}):\n{text}"
         );
     }
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                found.push(p);
-            }
-        }
-    }
-    found
 }
 
 #[test]
