@@ -965,7 +965,7 @@ message:
 
     impl PriorLookup for EveryThird {
         fn already_handled(&self, hash: u128) -> bool {
-            hash % 3 == 0
+            hash.is_multiple_of(3)
         }
     }
 

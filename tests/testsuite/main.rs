@@ -28,3 +28,4 @@ mod state;
 mod summary;
 mod trust;
 mod validate;
+mod workflows;
