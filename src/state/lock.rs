@@ -1,7 +1,7 @@
 //! One process at a time per run and per bot.
 //!
 //! Each lock is an OS file lock (`flock` on Unix, `LockFileEx` on Windows) on
-//! `DIR/locks/NAME.lock`. The operating system releases it when the process ends, however
+//! `DIR/NAME.lock`, where DIR belongs to one store (`state.db.locks/` beside `state.db`). The operating system releases it when the process ends, however
 //! it ends, so a crash never leaves a stale lock. The file's content ("pid host since
 //! what") only names the holder for the error message; it is not the lock. Lock files are
 //! never deleted: deleting one while another process waits on it would let two processes
@@ -193,7 +193,7 @@ pub enum LockError {
     },
 }
 
-/// Takes the lock `name` (e.g. `run-black-friday`, `bot-64f0c2a1e4b0`) in `dir/locks/`.
+/// Takes the lock `name` (e.g. `run-black-friday`, `bot-64f0c2a1e4b0`) in the folder `dir`.
 /// With `wait: None` a held lock fails at once with [`LockError::Held`]; with
 /// `Some(d)` it is retried until `d` has elapsed.
 pub fn acquire(
@@ -202,7 +202,7 @@ pub fn acquire(
     what: &str,
     wait: Option<Duration>,
 ) -> Result<LockGuard, LockError> {
-    let folder = dir.join("locks");
+    let folder = dir.to_path_buf();
     std::fs::create_dir_all(&folder).map_err(|source| LockError::Io {
         path: folder.clone(),
         source,
@@ -246,10 +246,10 @@ pub fn acquire(
     }
 }
 
-/// Who holds the lock `name` in `dir/locks/`, or `None` when nobody does (a process
+/// Who holds the lock `name` in the folder `dir`, or `None` when nobody does (a process
 /// that died released it). Creates nothing; takes the lock shared for an instant.
 pub fn held_by(dir: &Path, name: &str) -> Result<Option<Holder>, LockError> {
-    let path = dir.join("locks").join(format!("{}.lock", file_stem(name)));
+    let path = dir.join(format!("{}.lock", file_stem(name)));
     let file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

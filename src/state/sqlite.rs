@@ -320,13 +320,13 @@ impl SqliteStore {
     }
 
     /// Locks live beside the database file, so every process sharing the file
-    /// shares its locks.
+    /// shares its locks: `state.db.locks/` for `state.db`, named after the file
+    /// so that `--state /tmp/x.db` makes no `locks/` folder of its own in /tmp
+    /// and two stores in one folder keep their locks apart.
     fn lock_dir(&self) -> PathBuf {
-        self.path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".locks");
+        self.path.with_file_name(name)
     }
 
     fn wrap(conn: Connection, path: &Path, read_only: bool) -> SqliteStore {

@@ -172,6 +172,30 @@ fn state_init_creates_the_store_once() {
     assert_eq!(none.status.code(), Some(2), "{}", transcript(&none));
 }
 
+/// A store named in a shared folder (`--state /tmp/x.db`) adds only its own
+/// files there: the database and `x.db.locks/`, never a bare `locks/`.
+#[test]
+fn a_store_in_a_shared_folder_keeps_its_locks_to_itself() {
+    let sandbox = sandbox();
+    let p = project(false, 2, "");
+    let shared = tempfile::tempdir().expect("tempdir");
+    let db = shared.path().join("x.db");
+    let db_arg = db.display().to_string();
+    let out = run(
+        &p,
+        &["run", "c.yaml", "--new-state", "--state", &db_arg],
+        &sandbox.url,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let mut names: Vec<String> = std::fs::read_dir(shared.path())
+        .expect("read_dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["x.db", "x.db.locks"]);
+}
+
 /// A read-only connection that has read, as a concurrent `status` would: while
 /// it is open, closing the run's own connections cannot fold the log back.
 fn a_reader_holding_the_log(db: &Path) -> rusqlite::Connection {

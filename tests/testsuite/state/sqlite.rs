@@ -372,13 +372,13 @@ fn a_folder_is_not_a_state_file() {
 
 // ---- locks ----
 
-/// The store's locks are the OS file locks of [`state::acquire`], in `locks/` beside the
-/// database file, so every process that opens the file shares them.
+/// The store's locks are the OS file locks of [`state::acquire`], in `NAME.locks/`
+/// beside the database file `NAME`, so every process that opens the file shares them.
 #[test]
 fn locks_are_files_beside_the_database() {
     let backend = SqliteBackend::fresh();
     let store = backend.open(&Clock::new());
-    let folder = backend.path().parent().unwrap().to_owned();
+    let folder = std::path::PathBuf::from(format!("{}.locks", backend.path().display()));
     let name = LockName::Run("weekly@2026-11-27T09:00:00+07:00".to_owned());
 
     let held = store.lock(&name, None).unwrap();
@@ -393,13 +393,13 @@ fn locks_are_files_beside_the_database() {
     drop(held);
 
     let raw = state::acquire(&folder, &name.key(), "run weekly", None).unwrap();
-    assert!(raw.path().starts_with(folder.join("locks")));
+    assert!(raw.path().starts_with(&folder));
     match store.lock(&name, None) {
         Err(LockError::Held(holder)) => assert_eq!(holder.what, "run weekly"),
         other => panic!("expected Held, got {other:?}"),
     }
     drop(raw);
-    let lock_files = files_in(&folder.join("locks"));
+    let lock_files = files_in(&folder);
     assert_eq!(
         lock_files.len(),
         1,
