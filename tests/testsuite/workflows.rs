@@ -393,3 +393,27 @@ fn the_installer_builds_the_pinned_version_where_no_binary_is_released() {
     assert!(call.starts_with("install --locked"), "{call}");
     assert!(call.contains("--tag v9.9.9"), "{call}");
 }
+
+/// The pre-commit hook runs for every kind of file a campaign depends on, and
+/// validates every campaign (a renamed CSV column breaks the ones that use it).
+#[test]
+fn the_pre_commit_hook_runs_when_anything_a_campaign_reads_changes() {
+    let hooks = yaml(&repo().join(".pre-commit-hooks.yaml"));
+    let hook = &hooks[0];
+    assert_eq!(hook["id"], "smax-campaign-validate");
+    assert_eq!(hook["pass_filenames"], false);
+    assert_eq!(hook["entry"], "smax-campaign validate campaigns/");
+    assert!(hook.get("types").is_none(), "`types: [yaml]` would skip CSV files");
+    let files = regex::Regex::new(hook["files"].as_str().expect("files")).expect("a regex");
+    for path in [
+        "smax.yaml",
+        "campaigns/loyalty-points.yaml",
+        "campaigns/audiences/members.csv",
+        "campaigns/audiences/appointments.jsonl",
+    ] {
+        assert!(files.is_match(path), "{path}");
+    }
+    for path in ["src/main.rs", "README.md", "other/smax.yaml"] {
+        assert!(!files.is_match(path), "{path}");
+    }
+}
