@@ -15,7 +15,7 @@ pub fn read_csv_header(path: &Path, delimiter: u8) -> Result<Vec<String>, String
     let file = File::open(path).map_err(|e| io_reason(&e))?;
     let mut reader = builder(delimiter).from_reader(BufReader::new(file));
     let header = reader.byte_headers().map_err(|e| e.to_string())?;
-    header_strings(header)
+    header_strings(header, delimiter)
 }
 
 fn builder(delimiter: u8) -> csv::ReaderBuilder {
@@ -24,9 +24,29 @@ fn builder(delimiter: u8) -> csv::ReaderBuilder {
     b
 }
 
-fn header_strings(header: &csv::ByteRecord) -> Result<Vec<String>, String> {
+fn header_strings(header: &csv::ByteRecord, delimiter: u8) -> Result<Vec<String>, String> {
     if header.is_empty() || header.iter().all(<[u8]>::is_empty) {
         return Err("the file has no header row".into());
+    }
+    let first = header.get(0).unwrap_or_default();
+    // Spreadsheets' "Unicode Text" and some exports write UTF-16: a byte-order
+    // mark, or a NUL after every ASCII letter.
+    if first.starts_with(b"\xFF\xFE") || first.starts_with(b"\xFE\xFF") || first.contains(&0) {
+        return Err(
+            "the file is UTF-16 text, not UTF-8: save it as \"CSV UTF-8\" (Excel: File > Save As > CSV UTF-8; LibreOffice: character set Unicode (UTF-8))".into(),
+        );
+    }
+    if header.len() == 1 {
+        if let Some((sep, shown)) = [(b';', ";"), (b'\t', "\\t"), (b'|', "|")]
+            .into_iter()
+            .find(|(sep, _)| *sep != delimiter && first.contains(sep))
+        {
+            let columns = first.split(|b| *b == sep).count();
+            return Err(format!(
+                "the header is one column, `{}`, which looks like {columns} columns separated by `{shown}`: write the source as `csv: {{ path: …, delimiter: \"{shown}\" }}` (spreadsheets in many locales export `;`)",
+                String::from_utf8_lossy(first).trim().replace('\t', "\\t"),
+            ));
+        }
     }
     header
         .iter()
@@ -122,7 +142,7 @@ pub(super) fn open(
     let names = match reader
         .byte_headers()
         .map_err(|e| e.to_string())
-        .and_then(header_strings)
+        .and_then(|h| header_strings(h, delimiter))
     {
         Ok(n) => n,
         Err(reason) => return failed(reason),

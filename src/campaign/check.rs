@@ -1108,7 +1108,13 @@ fn check_columns(
         Ok(Some(fields)) => fields,
         Ok(None) => return,
         Err(message) => {
-            out.push(Diagnostic::error("unreadable-audience", message).at(file.value_at(pointer)));
+            // At the file's path, however the source is written.
+            let at = ["/csv/path", "/csv", "/jsonl/path", "/jsonl"]
+                .iter()
+                .map(|tail| format!("{pointer}{tail}"))
+                .find(|p| file.spans.value(p).is_some())
+                .unwrap_or_else(|| pointer.to_owned());
+            out.push(Diagnostic::error("unreadable-audience", message).at(file.value_at(&at)));
             return;
         }
     };

@@ -403,7 +403,10 @@ fn the_pre_commit_hook_runs_when_anything_a_campaign_reads_changes() {
     assert_eq!(hook["id"], "smax-campaign-validate");
     assert_eq!(hook["pass_filenames"], false);
     assert_eq!(hook["entry"], "smax-campaign validate campaigns/");
-    assert!(hook.get("types").is_none(), "`types: [yaml]` would skip CSV files");
+    assert!(
+        hook.get("types").is_none(),
+        "`types: [yaml]` would skip CSV files"
+    );
     let files = regex::Regex::new(hook["files"].as_str().expect("files")).expect("a regex");
     for path in [
         "smax.yaml",
