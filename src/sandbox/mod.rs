@@ -130,7 +130,16 @@ impl Sandbox {
         let sink = RecordSink::open(config.record.as_deref(), keep_in_memory)?;
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|e| anyhow!("cannot listen on {}: {e}", config.listen))?;
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    anyhow!(
+                        "cannot listen on {}: the port is in use (another sandbox still running?); stop it, or pass --listen 127.0.0.1:0 for any free port (the address is printed)",
+                        config.listen
+                    )
+                } else {
+                    anyhow!("cannot listen on {}: {e}", config.listen)
+                }
+            })?;
         let addr = listener
             .local_addr()
             .map_err(|e| anyhow!("cannot read the bound address: {e}"))?;

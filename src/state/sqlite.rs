@@ -727,9 +727,17 @@ impl StateStore for SqliteStore {
     }
 
     fn lock_space(&self) -> String {
+        // The locks folder is made on first use: its name is taken beside the
+        // canonical folder of the database, which exists, so the space reads the
+        // same before and after the first lock.
         let dir = self.lock_dir();
-        std::fs::canonicalize(&dir)
-            .unwrap_or(dir)
+        let folder = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::canonicalize(folder)
+            .unwrap_or_else(|_| folder.to_path_buf())
+            .join(dir.file_name().unwrap_or_default())
             .display()
             .to_string()
     }

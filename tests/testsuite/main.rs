@@ -16,6 +16,7 @@ mod gate;
 mod init;
 mod never_silent;
 mod plan;
+mod readme;
 mod resume;
 mod run;
 mod runner;

@@ -1166,3 +1166,15 @@ async fn a_flood_of_silent_connections_drains_and_the_sandbox_still_answers() {
     assert_ok(&h.v1("u1", &query(TOKEN, "block_id=b1")).await);
     h.sb.shutdown().await;
 }
+
+/// A second sandbox on a port in use says so and how to pick a free one.
+#[test]
+fn a_port_in_use_is_an_error_that_says_what_to_do() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = crate::common::run(&["sandbox", "--listen", &addr, "--bot", "a=b"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the port is in use"), "{err}");
+    assert!(err.contains("--listen 127.0.0.1:0"), "{err}");
+}
