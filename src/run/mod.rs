@@ -363,10 +363,12 @@ impl OneRun {
                 Some((run_lock, bot_lock))
             }
         };
+        let mut previous = None;
         let filter = match store.as_deref_mut() {
             None => None,
             Some(store) => {
                 let resumed = resume::resume(store, campaign, &run_info, self.options.policy)?;
+                previous = resumed.previous;
                 if resumed.settled_in_flight > 0 {
                     let _ = self.events.send(RunEvent::Alert {
                         campaign: self.name().to_owned(),
@@ -455,7 +457,20 @@ impl OneRun {
                 } else {
                     RunStatus::Completed
                 };
-                self.close(store, &run_info.id, status)?;
+                match previous {
+                    // Done before and nothing to do now: the run stays as it was,
+                    // its end time included.
+                    Some(before)
+                        if status == RunStatus::Completed
+                            && before.status == RunStatus::Completed
+                            && before.finished.is_some() =>
+                    {
+                        store
+                            .restore_run(&before)
+                            .map_err(|e| RunError::state(&shown, e))?
+                    }
+                    _ => self.close(store, &run_info.id, status)?,
+                }
             }
             return Ok(Stage::Done(Ended::NothingToSend {
                 run_id: run_info.id,

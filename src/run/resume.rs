@@ -129,6 +129,8 @@ pub(crate) struct Resumed {
     pub filter: Arc<dyn PriorLookup>,
     /// Recipients left in flight by an earlier attempt, now `unknown`.
     pub settled_in_flight: u64,
+    /// The run as this invocation found it, when it existed.
+    pub previous: Option<Box<crate::state::RunSummary>>,
 }
 
 /// Opens (or reopens) the run in the store: refuses a changed message unless
@@ -143,10 +145,10 @@ pub(crate) fn resume(
     let location = store.location();
     let at = |e| RunError::state(location.clone(), e);
     let start = run_start(campaign, run_info);
-    match store.begin_run(&start).map_err(&at)? {
-        Begin::New => {}
-        Begin::Resumed { changed, .. } if changed.is_empty() => {}
-        Begin::Resumed { changed, .. } => {
+    let previous = match store.begin_run(&start).map_err(&at)? {
+        Begin::New => None,
+        Begin::Resumed { changed, previous } if changed.is_empty() => Some(previous),
+        Begin::Resumed { changed, previous } => {
             if !policy.accept_changes {
                 return Err(RunError::Changed {
                     run_id: run_info.id.clone(),
@@ -156,12 +158,14 @@ pub(crate) fn resume(
             store
                 .accept_fingerprint(&run_info.id, &start.fingerprint)
                 .map_err(&at)?;
+            Some(previous)
         }
-    }
+    };
     let settled_in_flight = store.settle_in_flight(&run_info.id).map_err(&at)?;
     let filter = ResumeFilter::load(store, &run_info.id, policy).map_err(&at)?;
     Ok(Resumed {
         filter: Arc::new(filter),
         settled_in_flight,
+        previous,
     })
 }

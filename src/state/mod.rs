@@ -135,6 +135,12 @@ pub trait StateStore: Send {
     /// Sets the run's status (and its finish time, unless `status` is `Running`).
     fn finish_run(&mut self, run_id: &str, status: RunStatus) -> Result<(), StateError>;
 
+    /// Puts the run's status and finish time back to `previous`'s (as
+    /// [`StateStore::begin_run`] found it): an invocation that opened the run and
+    /// found nothing to do leaves it as it was, so a no-op re-run does not make a
+    /// finished run look longer.
+    fn restore_run(&mut self, previous: &RunSummary) -> Result<(), StateError>;
+
     /// What the run's latest plan counted: recipients that reached rendering
     /// (`audience`: to send, already sent and invalid) and the invalid among them.
     fn record_plan(&mut self, run_id: &str, audience: u64, invalid: u64) -> Result<(), StateError>;

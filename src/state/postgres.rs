@@ -1596,6 +1596,17 @@ impl StateStore for PostgresStore {
         )
     }
 
+    fn restore_run(&mut self, previous: &RunSummary) -> Result<(), StateError> {
+        self.update_run(
+            &previous.run_id,
+            "UPDATE smax.runs SET status = $2, finished_ms = $3 WHERE run_id = $1",
+            (
+                previous.status.as_str().to_owned(),
+                previous.finished.map(|t| t.timestamp_millis()),
+            ),
+        )
+    }
+
     fn record_plan(&mut self, run_id: &str, audience: u64, invalid: u64) -> Result<(), StateError> {
         let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.update_run(

@@ -1033,6 +1033,24 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
+    fn restore_run(&mut self, previous: &RunSummary) -> Result<(), StateError> {
+        self.writable(Sync::Full)?;
+        let finished = previous.finished.map(|t| t.timestamp_millis());
+        let n = self
+            .conn
+            .execute(
+                "UPDATE runs SET status = ?2, finished_ms = ?3 WHERE run_id = ?1",
+                params![previous.run_id, previous.status.as_str(), finished],
+            )
+            .map_err(self.err())?;
+        if n == 0 {
+            return Err(StateError::UnknownRun {
+                run_id: previous.run_id.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn record_plan(&mut self, run_id: &str, audience: u64, invalid: u64) -> Result<(), StateError> {
         self.writable(Sync::Full)?;
         let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);

@@ -225,3 +225,28 @@ fn without_a_terminal_run_never_asks() {
     assert!(!transcript(&out).contains("[y/N]"));
     assert_eq!(accepted_ids(&sandbox).len(), 2);
 }
+
+/// A re-run with nothing to do leaves a finished run as it was: `status` does not
+/// show it a little longer after every no-op tick.
+#[test]
+fn a_no_op_re_run_leaves_the_finished_run_as_it_was() {
+    let sandbox = sandbox();
+    let p = project(2);
+    let out = run(&p, &sandbox, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let finished = |p: &TempProject| {
+        let out = p.run(&["status", "--format", "json"], &[]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let run = &doc["runs"][0];
+        (run["status"].clone(), run["finished"].clone())
+    };
+    let before = finished(&p);
+    assert_eq!(before.0, "completed");
+    assert!(before.1.is_string(), "{before:?}");
+    for _ in 0..2 {
+        let out = run(&p, &sandbox, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to send"));
+        assert_eq!(finished(&p), before);
+    }
+}

@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             runs_and_run_count_per_class_newest_first,
             deliveries_filter_by_class_and_limit,
             record_missed_and_finish_run,
+            restore_run_puts_back_status_and_end,
             record_plan_keeps_the_latest_counts,
             a_new_instance_sees_everything,
             a_reader_works_while_a_writer_is_open,
@@ -631,6 +632,29 @@ pub fn record_missed_and_finish_run<B: Backend>() {
     assert_eq!((run.status, run.finished), (RunStatus::Running, None));
     assert!(matches!(
         store.finish_run("nope", RunStatus::Completed),
+        Err(StateError::UnknownRun { .. })
+    ));
+}
+
+/// A re-run that finds nothing to do puts the run back as it found it.
+pub fn restore_run_puts_back_status_and_end<B: Backend>() {
+    let (_backend, clock, mut store) = fresh::<B>();
+    store.begin_run(&start("bf", "hi")).unwrap();
+    clock.advance(30);
+    store.finish_run("bf", RunStatus::Completed).unwrap();
+    let done = store.run("bf").unwrap().unwrap();
+    clock.advance(3600);
+    let Begin::Resumed { previous, .. } = store.begin_run(&start("bf", "hi")).unwrap() else {
+        panic!("the run exists");
+    };
+    assert_eq!(*previous, done, "begin_run reports the run as it was");
+    assert_eq!(store.run("bf").unwrap().unwrap().finished, None);
+    store.restore_run(&previous).unwrap();
+    assert_eq!(store.run("bf").unwrap().unwrap(), done);
+    let mut unknown = done.clone();
+    unknown.run_id = "nope".into();
+    assert!(matches!(
+        store.restore_run(&unknown),
         Err(StateError::UnknownRun { .. })
     ));
 }
