@@ -17,7 +17,7 @@
 #                        (default: the git tag vVERSION of the repository)
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+here=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
 version=${SMAX_CAMPAIGN_VERSION:-}
 if [ -z "$version" ] && [ -f "$here/Cargo.toml" ]; then
     version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$here/Cargo.toml" | head -n 1)
@@ -54,6 +54,11 @@ sha256() {
 }
 
 from_source() {
+    if [ -n "${SMAX_CAMPAIGN_SHA256:-}" ]; then
+        # A pinned hash names an archive; a build from a (movable) tag is not it.
+        echo "install: no released archive to check against the pinned SMAX_CAMPAIGN_SHA256 ($1); refusing to build from source instead" >&2
+        exit 1
+    fi
     echo "install: no released smax-campaign $version for $target ($1); building it from source" >&2
     local root="$tmp/root"
     if [ -n "${SMAX_CAMPAIGN_SOURCE:-}" ]; then
@@ -90,7 +95,8 @@ if [ "$actual" != "$listed" ]; then
     echo "install: checksum mismatch for $archive: it hashes to $actual, SHA256SUMS says $listed; refusing to install it" >&2
     exit 1
 fi
-if [ -n "${SMAX_CAMPAIGN_SHA256:-}" ] && [ "$actual" != "${SMAX_CAMPAIGN_SHA256#sha256:}" ]; then
+pinned=$(printf '%s' "${SMAX_CAMPAIGN_SHA256:-}" | tr 'A-F' 'a-f')
+if [ -n "$pinned" ] && [ "$actual" != "${pinned#sha256:}" ]; then
     echo "install: checksum mismatch for $archive: it hashes to $actual, the pinned SMAX_CAMPAIGN_SHA256 is $SMAX_CAMPAIGN_SHA256; refusing to install it" >&2
     exit 1
 fi

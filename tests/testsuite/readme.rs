@@ -93,7 +93,7 @@ fn shell(dir: &Path, script: &str) -> std::process::Output {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut cmd = std::process::Command::new("timeout");
-    cmd.arg("120")
+    cmd.arg("300")
         .arg("bash")
         .arg("-euo")
         .arg("pipefail")
@@ -119,55 +119,63 @@ fn shell(dir: &Path, script: &str) -> std::process::Output {
 #[test]
 fn readme_blocks_run_as_pasted_in_order() {
     let dir = checkout();
-    let mut ran = 0;
+    // One shell, as a person pasting block after block in one terminal has: a
+    // `cd` or an `export` left behind by one block reaches the next.
+    let mut session = String::new();
+    let mut consoles = Vec::new();
     for block in marked_blocks() {
         match block {
             Marked::Run(script) => {
-                let out = shell(dir.path(), &script);
-                assert!(
-                    out.status.success(),
-                    "this README block failed ({:?}):\n{script}\n--- stdout\n{}\n--- stderr\n{}",
-                    out.status.code(),
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                ran += 1;
+                session.push_str(&script);
+                session.push_str("echo '--- block done'\n");
             }
-            Marked::Console(session) => {
-                let mut expected = String::new();
-                let mut command: Option<String> = None;
-                let check = |command: &Option<String>, expected: &str| {
-                    if let Some(command) = command {
-                        let out = shell(dir.path(), command);
-                        assert!(
-                            out.status.success(),
-                            "{command}: {}",
-                            String::from_utf8_lossy(&out.stderr)
-                        );
-                        assert_eq!(
-                            String::from_utf8_lossy(&out.stdout),
-                            expected,
-                            "README shows what `{command}` prints"
-                        );
-                    }
-                };
-                for line in session.lines() {
-                    if let Some(next) = line.strip_prefix("$ ") {
-                        check(&command, &expected);
-                        command = Some(next.to_owned());
-                        expected.clear();
-                    } else {
-                        expected.push_str(line);
-                        expected.push('\n');
-                    }
-                }
-                check(&command, &expected);
-                ran += 1;
-            }
+            Marked::Console(text) => consoles.push(text),
             Marked::File(..) => {}
         }
     }
-    assert!(ran >= 4, "the marked blocks ran");
+    let out = shell(dir.path(), &session);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "README's blocks failed ({:?}) after {} of them ran:\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status.code(),
+        stdout.matches("--- block done").count(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.matches("--- block done").count() >= 3,
+        "the marked blocks ran"
+    );
+    for text in consoles {
+        let mut expected = String::new();
+        let mut command: Option<String> = None;
+        let check = |command: &Option<String>, expected: &str| {
+            if let Some(command) = command {
+                let out = shell(dir.path(), command);
+                assert!(
+                    out.status.success(),
+                    "{command}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stdout),
+                    expected,
+                    "README shows what `{command}` prints"
+                );
+            }
+        };
+        for line in text.lines() {
+            if let Some(next) = line.strip_prefix("$ ") {
+                check(&command, &expected);
+                command = Some(next.to_owned());
+                expected.clear();
+            } else {
+                expected.push_str(line);
+                expected.push('\n');
+            }
+        }
+        check(&command, &expected);
+    }
     // The rehearsals left nothing outside the git-ignored .smax/ folder.
     assert!(!dir.path().join("sandbox.jsonl").exists());
     assert!(!dir.path().join("locks").exists());

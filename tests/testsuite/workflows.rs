@@ -360,7 +360,7 @@ fn the_installer_takes_the_released_binary_only_when_its_checksum_matches() {
     assert_eq!(ok.binary.as_deref(), Some("released 9.9.9"));
     assert!(ok.fallback.is_none(), "nothing built");
     // A hash pinned by the user is checked too.
-    let pinned = install(&good, &[("SMAX_CAMPAIGN_SHA256", &hash)]);
+    let pinned = install(&good, &[("SMAX_CAMPAIGN_SHA256", &hash.to_uppercase())]);
     assert_eq!(pinned.code, Some(0), "{}", pinned.stderr);
     let wrong_pin = install(&good, &[("SMAX_CAMPAIGN_SHA256", &"0".repeat(64))]);
     assert_eq!(wrong_pin.code, Some(1), "{}", wrong_pin.stderr);
@@ -392,6 +392,10 @@ fn the_installer_builds_the_pinned_version_where_no_binary_is_released() {
     let call = built.fallback.expect("cargo install ran");
     assert!(call.starts_with("install --locked"), "{call}");
     assert!(call.contains("--tag v9.9.9"), "{call}");
+    // A pinned hash names an archive: without one, nothing is built in its place.
+    let pinned = install(&empty, &[("SMAX_CAMPAIGN_SHA256", &"a".repeat(64))]);
+    assert_eq!(pinned.code, Some(1), "{}", pinned.stderr);
+    assert!(pinned.binary.is_none() && pinned.fallback.is_none());
 }
 
 /// The pre-commit hook runs for every kind of file a campaign depends on, and
