@@ -44,7 +44,7 @@ fn header_strings(header: &csv::ByteRecord, delimiter: u8) -> Result<Vec<String>
             let columns = first.split(|b| *b == sep).count();
             return Err(format!(
                 "the header is one column, `{}`, which looks like {columns} columns separated by `{shown}`: write the source as `csv: {{ path: …, delimiter: \"{shown}\" }}` (spreadsheets in many locales export `;`)",
-                String::from_utf8_lossy(first).trim().replace('\t', "\\t"),
+                shorten_to(&String::from_utf8_lossy(first).trim().replace('\t', "\\t"), 80),
             ));
         }
     }
@@ -255,9 +255,14 @@ fn convert(
 /// A cell quoted in a message, cut to 20 characters. Scrubbed before the
 /// cut: the writers scrub whole secrets, and a cut one would slip past them.
 fn shorten(s: &str) -> String {
+    shorten_to(s, 20)
+}
+
+/// [`shorten`] to `max` characters.
+fn shorten_to(s: &str, max: usize) -> String {
     let s = &*crate::redact::scrub(s);
-    if s.chars().count() > 20 {
-        format!("{}…", s.chars().take(20).collect::<String>())
+    if s.chars().count() > max {
+        format!("{}…", s.chars().take(max).collect::<String>())
     } else {
         s.to_owned()
     }

@@ -154,7 +154,19 @@ impl Confinement {
 /// Folders `data_dirs` may not name, whatever the project: they hold the
 /// machine's and the user's own files (a CI runner's home holds its tools'
 /// credentials), never campaign data.
-const SYSTEM_FOLDERS: [&str; 5] = ["/etc", "/proc", "/sys", "/dev", "/boot"];
+const SYSTEM_FOLDERS: [&str; 8] = [
+    "/etc",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    // Runtime secrets: a Kubernetes runner's service-account token is under
+    // /var/run/secrets (/run is the same tree).
+    "/run",
+    "/var/run",
+    // macOS's /etc, as the path resolves there.
+    "/private/etc",
+];
 
 /// Why a `data_dirs` entry would open more than a data folder, or None when
 /// it may be opted in. A pull request can change smax.yaml too, so
@@ -334,6 +346,7 @@ mod tests {
         );
         assert!(refused(Path::new("/etc/ssl")));
         assert!(refused(Path::new("/proc/self")));
+        assert!(refused(Path::new("/var/run/secrets")));
         assert!(refused(&shared.join(".aws")));
         // A project under a hidden folder may name a sibling of data.
         let hidden_project = dir.path().join(".work/project");

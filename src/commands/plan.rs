@@ -246,6 +246,20 @@ fn save(
             ),
         )
     })?;
+    let written = crate::campaign::normalize(out);
+    if let Some(bound) = files
+        .iter()
+        .find(|f| crate::campaign::normalize(&f.path) == written)
+    {
+        return Err(fail(
+            "usage",
+            format!(
+                "--out `{}` is the plan's own {}: name a new file for the plan",
+                out.display(),
+                bound.role
+            ),
+        ));
+    }
     let report = &pass.report;
     let digest = report.requests_digest.clone().unwrap_or_default();
     let plan = SavedPlan::new(

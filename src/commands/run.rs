@@ -134,10 +134,14 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
     if runs.is_empty() {
         return status;
     }
-    // A person at a terminal confirms what is about to be sent; CI has no terminal.
-    let asked = !args.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    // A person at a terminal confirms what is about to be sent. CI never asks,
+    // even where it gives the job a pseudo-terminal (`docker run -t`): nobody answers.
+    let in_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    let asked =
+        !args.yes && !in_ci && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let mut shown = std::collections::HashSet::new();
     if asked {
-        runs = confirmed(runs, &options, global.quiet);
+        runs = confirmed(runs, &options, global.quiet, &mut shown);
         if runs.is_empty() {
             return status;
         }
@@ -159,7 +163,7 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
         quiet: global.quiet,
         format: args.options.format,
         several: runs.len() > 1,
-        plan_shown: asked,
+        plan_shown: shown,
     };
     let shown = std::thread::spawn(move || screen.show(received));
     let ended = runtime.block_on(async {
@@ -226,7 +230,12 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> ExitStatus {
 /// Only the campaigns answered `y` or `yes` go on; nothing of the others is sent
 /// or recorded. A campaign with nothing to send now (nothing due, everyone
 /// handled) or whose plan fails goes on unasked: its run says so itself.
-fn confirmed(runs: Vec<PreparedRun>, options: &RunOptions, quiet: bool) -> Vec<PreparedRun> {
+fn confirmed(
+    runs: Vec<PreparedRun>,
+    options: &RunOptions,
+    quiet: bool,
+    shown: &mut std::collections::HashSet<String>,
+) -> Vec<PreparedRun> {
     let mut kept = Vec::new();
     for run in runs {
         let campaign = &run.prepared.campaign;
@@ -258,8 +267,10 @@ fn confirmed(runs: Vec<PreparedRun>, options: &RunOptions, quiet: bool) -> Vec<P
             kept.push(run);
             continue;
         }
+        // On stderr, with the question: stdout stays what --format asked for.
         if !quiet {
-            print_out(&report.text());
+            print_err(&report.text());
+            shown.insert(campaign.name.clone());
         }
         let bot = report.bot.name.as_deref().unwrap_or(&report.bot.id);
         print_err(&format!(
@@ -312,7 +323,9 @@ fn check_plan(
             plan.campaign, campaign.name
         )));
     }
-    if plan.api_url != prepared.api_url {
+    // The plan was written through the scrubber: compare the URL as it stored it
+    // (a password in the URL is `***` there).
+    if plan.api_url != crate::redact::scrub(&prepared.api_url) {
         return Err(refuse(format!(
             "it was made for the API at {}, this run would send to {}",
             plan.api_url, prepared.api_url
@@ -457,8 +470,8 @@ struct Screen {
     format: ReportFormat,
     /// More than one campaign: progress lines name theirs.
     several: bool,
-    /// The plans were shown when confirmation was asked: not again.
-    plan_shown: bool,
+    /// Campaigns whose plan was shown when confirmation was asked: not again.
+    plan_shown: std::collections::HashSet<String>,
 }
 
 impl Screen {
@@ -480,7 +493,9 @@ impl Screen {
                     campaign,
                     text: said,
                 } => bars.suspend(|| print_err(&format!("{}{said}\n", self.prefix(&campaign)))),
-                RunEvent::Planned(report) if !self.quiet && text && !self.plan_shown => {
+                RunEvent::Planned(report)
+                    if !self.quiet && text && !self.plan_shown.contains(&report.campaign) =>
+                {
                     bars.suspend(|| print_out(&report.text()))
                 }
                 RunEvent::Sending(progress) => bars.start(&progress, self.several),

@@ -481,6 +481,37 @@ enum Purpose {
 struct RequestDigest {
     hasher: sha2::Sha256,
     bot: crate::api::wire::BotEndpoint,
+    /// Each request's own [`request_hash`]: what a run bound to the plan may send.
+    each: KeySet,
+}
+
+/// The parts of a request a saved plan binds: its key, its path and query, and
+/// its body, each length-prefixed (no two requests hash alike by moving a boundary).
+fn request_parts(
+    request: &RenderedRequest,
+    bot: &crate::api::wire::BotEndpoint,
+    mut take: impl FnMut(&[u8]),
+) {
+    for part in [
+        request.key.as_bytes(),
+        request.wire.path_and_query(bot, None).as_bytes(),
+        &request.wire.body(),
+    ] {
+        take(&(part.len() as u64).to_le_bytes());
+        take(part);
+    }
+}
+
+/// One request's SHA-256 over [`request_parts`], cut to 128 bits: a crafted row
+/// cannot be made to match a reviewed request.
+pub fn request_hash(request: &RenderedRequest, bot: &crate::api::wire::BotEndpoint) -> u128 {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::default();
+    request_parts(request, bot, |bytes| hasher.update(bytes));
+    let full = hasher.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&full[..16]);
+    u128::from_le_bytes(first)
 }
 
 impl Pipeline {
@@ -591,6 +622,7 @@ impl Pipeline {
                 id: campaign.bot.id.clone(),
                 tag_style: campaign.bot.tag_style,
             },
+            each: KeySet::new(),
         });
         self
     }
@@ -602,6 +634,13 @@ impl Pipeline {
         let digest = self.digest.as_ref()?;
         let bytes = digest.hasher.clone().finalize();
         Some(format!("sha256:{}", crate::human::hex(&bytes)))
+    }
+
+    /// The [`request_hash`] of every request digested, once the pipeline has ended.
+    pub fn take_request_hashes(&mut self) -> Option<KeySet> {
+        self.digest
+            .as_mut()
+            .map(|d| std::mem::replace(&mut d.each, KeySet::new()))
     }
 
     /// Takes only the recipients `selection` takes; the rest are [`Planned::HeldOut`].
@@ -728,15 +767,8 @@ impl Pipeline {
         if let Some(digest) = &mut self.digest {
             use sha2::Digest;
             let h = &mut digest.hasher;
-            for part in [
-                request.key.as_bytes(),
-                request.wire.path_and_query(&digest.bot, None).as_bytes(),
-                &request.wire.body(),
-            ] {
-                // Length-prefixed: no two requests hash alike by moving a boundary.
-                h.update((part.len() as u64).to_le_bytes());
-                h.update(part);
-            }
+            request_parts(&request, &digest.bot, |bytes| h.update(bytes));
+            digest.each.insert(request_hash(&request, &digest.bot));
         }
         if handled {
             self.counts.already_sent += 1;

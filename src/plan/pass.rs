@@ -23,6 +23,8 @@ pub struct PlanPass {
     pub report: PlanReport,
     /// Keys `run --only` named that are not among the recipients to send.
     pub only_not_found: Vec<String>,
+    /// With a digest: each request's hash, what a run bound to this plan may send.
+    pub request_hashes: Option<Arc<KeySet>>,
 }
 
 /// What makes the whole plan untrustworthy, as diagnostics (not one row's problem).
@@ -244,5 +246,6 @@ fn plan_pass_into(
     Ok(PlanPass {
         report,
         only_not_found: pipeline.only_not_found(),
+        request_hashes: pipeline.take_request_hashes().map(Arc::new),
     })
 }

@@ -130,9 +130,13 @@ pub fn bound_files(
 ) -> Result<Vec<BoundFile>, (PathBuf, std::io::Error)> {
     let inline =
         |s: &crate::audience::Source| matches!(s.kind, crate::audience::SourceKind::Inline { .. });
-    let mut named: Vec<(FileRole, PathBuf)> = vec![(FileRole::Campaign, campaign.path.clone())];
+    // Paths as the plan names them: `./c.yaml` and `c.yaml` are one file.
+    let mut named: Vec<(FileRole, PathBuf)> = vec![(
+        FileRole::Campaign,
+        crate::campaign::normalize(&campaign.path),
+    )];
     if let Some(project) = project_file {
-        named.push((FileRole::Project, project.to_path_buf()));
+        named.push((FileRole::Project, crate::campaign::normalize(project)));
     }
     for (role, sources) in [
         (FileRole::Audience, &campaign.audience.sources),
@@ -248,7 +252,7 @@ impl SavedPlan {
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_string_pretty(self).unwrap_or_default() + "\n";
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)? + "\n";
         crate::redact::write_file(path, &text)
     }
 }

@@ -7,8 +7,9 @@ use tokio::sync::mpsc;
 use crate::campaign::Campaign;
 use crate::diagnostic::Diagnostic;
 use crate::human::thousands;
-use crate::plan::{plan_errors, PassInputs, Pipeline, Planned, PriorLookup};
+use crate::plan::{plan_errors, request_hash, PassInputs, Pipeline, Planned, PriorLookup};
 use crate::render::RenderedRequest;
+use crate::state::KeySet;
 
 /// The sending pass: the same pipeline as the plan's, on its own thread, handing
 /// requests to the senders through a bounded channel. It is started beside the plan
@@ -16,9 +17,19 @@ use crate::render::RenderedRequest;
 pub(super) struct Feeder {
     /// The requests to send; `None` once taken, or when the thread could not start.
     requests: Option<mpsc::Receiver<RenderedRequest>>,
-    /// The number of rows the plan read, once it is made.
-    planned_rows: Option<std::sync::mpsc::Sender<u64>>,
+    /// The plan's verdict, once it is made.
+    planned_rows: Option<std::sync::mpsc::Sender<Verdict>>,
     thread: Option<std::thread::JoinHandle<Result<(), Vec<Diagnostic>>>>,
+}
+
+/// What the plan tells the sending pass.
+pub(super) struct Verdict {
+    /// Rows the plan read: the sending pass must read as many.
+    pub rows: u64,
+    /// For a run bound to a reviewed plan (`run --plan`): the hash of every request
+    /// the plan rendered. The sending pass then waits for this verdict before it
+    /// hands over anything, and hands over only requests in it.
+    pub allowed: Option<Arc<KeySet>>,
 }
 
 impl Feeder {
@@ -46,10 +57,10 @@ impl Feeder {
         self.requests.take()
     }
 
-    /// The plan is made and read `rows` rows: the sending pass must read as many.
-    pub(super) fn planned(&self, rows: u64) {
+    /// The plan is made: what the sending pass must match.
+    pub(super) fn planned(&self, verdict: Verdict) {
         if let Some(tx) = &self.planned_rows {
-            let _ = tx.send(rows);
+            let _ = tx.send(verdict);
         }
     }
 
@@ -85,8 +96,20 @@ fn feed(
     inputs: PassInputs,
     filter: Option<Arc<dyn PriorLookup>>,
     tx: mpsc::Sender<RenderedRequest>,
-    planned_rows: std::sync::mpsc::Receiver<u64>,
+    planned_rows: std::sync::mpsc::Receiver<Verdict>,
 ) -> Result<(), Vec<Diagnostic>> {
+    // Bound to a reviewed plan: nothing is handed over before the plan's hashes are.
+    let mut verdict = None;
+    if inputs.digest {
+        let Ok(v) = planned_rows.recv() else {
+            return Ok(());
+        };
+        verdict = Some(v);
+    }
+    let bot = crate::api::wire::BotEndpoint {
+        id: campaign.bot.id.clone(),
+        tag_style: campaign.bot.tag_style,
+    };
     let mut pipeline = Pipeline::for_sending(&campaign, inputs.renderer, inputs.suppressed, filter)
         .select(inputs.selection);
     for planned in pipeline.by_ref() {
@@ -95,6 +118,16 @@ fn feed(
             return Ok(());
         }
         if let Planned::Send(request) = planned {
+            let allowed = verdict.as_ref().and_then(|v| v.allowed.as_ref());
+            if allowed.is_some_and(|set| !set.contains(request_hash(&request, &bot))) {
+                return Err(vec![Diagnostic::error(
+                    "audience-changed",
+                    format!(
+                        "the request for `{}` ({}) is not one of the reviewed plan's: an audience file changed after the plan was checked; it and the rest were not sent",
+                        request.key, request.origin
+                    ),
+                )]);
+            }
             if tx.blocking_send(request).is_err() {
                 // Delivery stopped taking recipients (or never started): the rest
                 // stays pending.
@@ -105,9 +138,13 @@ fn feed(
     if !pipeline.source_failures.is_empty() {
         return Err(plan_errors(&pipeline.source_failures));
     }
-    let Ok(planned_rows) = planned_rows.recv() else {
-        // No plan was made: nothing was sent.
-        return Ok(());
+    let planned_rows = match verdict {
+        Some(v) => v.rows,
+        None => match planned_rows.recv() {
+            Ok(v) => v.rows,
+            // No plan was made: nothing was sent.
+            Err(_) => return Ok(()),
+        },
     };
     if pipeline.counts.read != planned_rows {
         return Err(vec![Diagnostic::error(
@@ -120,4 +157,64 @@ fn feed(
         )]);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAMPAIGN: &str = "version: 1\nname: f\nbot: { id: \"b1\", token_env: T, api: v2 }\naudience:\n  from:\n    - jsonl: a.jsonl\n  key: \"{{ id }}\"\nrecipient:\n  customer_id: \"{{ id }}\"\nmessage:\n  tag: ACCOUNT_UPDATE\n  text: \"hi {{ id }}\"\n";
+
+    /// Runs the sending pass of a bound run whose plan allowed `allowed` (made
+    /// from `planned` rows), over the audience `rows`: what it handed over and how
+    /// it ended.
+    fn bound_pass(planned: &str, rows: &str) -> (Vec<String>, Result<(), Vec<Diagnostic>>) {
+        let (dir, campaign) = crate::plan::testing::campaign(CAMPAIGN, &[("a.jsonl", planned)]);
+        let run = crate::plan::run_info(&campaign, None, chrono::Utc::now());
+        let inputs = PassInputs::new(&campaign, &run)
+            .expect("inputs")
+            .with_digest();
+        let planned_pass = crate::plan::plan_pass_with(
+            &campaign,
+            "http://127.0.0.1:9",
+            inputs.clone(),
+            0,
+            None,
+            None,
+        )
+        .expect("plan");
+        // The file changes after the plan was checked.
+        std::fs::write(dir.path().join("a.jsonl"), rows).expect("write");
+        let (tx, mut rx) = mpsc::channel(16);
+        let (verdict_tx, verdict_rx) = std::sync::mpsc::channel();
+        verdict_tx
+            .send(Verdict {
+                rows: planned_pass.report.counts.read,
+                allowed: planned_pass.request_hashes.clone(),
+            })
+            .expect("send");
+        let ended = feed(campaign, inputs, None, tx, verdict_rx);
+        let mut sent = Vec::new();
+        while let Ok(request) = rx.try_recv() {
+            sent.push(request.key);
+        }
+        (sent, ended)
+    }
+
+    #[test]
+    fn a_bound_run_hands_over_only_requests_of_its_plan() {
+        let reviewed = "{\"id\":\"1\"}\n{\"id\":\"2\"}\n";
+        let (sent, ended) = bound_pass(reviewed, reviewed);
+        assert_eq!(sent, ["1", "2"]);
+        assert!(ended.is_ok());
+
+        // Same number of rows, one of them not reviewed: nothing from it on.
+        let (sent, ended) = bound_pass(reviewed, "{\"id\":\"1\"}\n{\"id\":\"9\"}\n");
+        assert_eq!(sent, ["1"]);
+        let errors = ended.expect_err("refused");
+        assert!(
+            errors[0].message.contains("not one of the reviewed plan's"),
+            "{errors:?}"
+        );
+    }
 }

@@ -402,7 +402,14 @@ impl OneRun {
             let rendered = pass.report.requests_digest.as_deref().unwrap_or_default();
             if rendered != plan.requests_digest {
                 if let Some(store) = store.as_deref_mut() {
-                    if let Err(e) = self.close(store, &run_info.id, RunStatus::Aborted) {
+                    // Refusing this plan says nothing about the run: as it was, if it was.
+                    let undone = match &previous {
+                        Some(before) => store
+                            .restore_run(before)
+                            .map_err(|e| RunError::state(&shown, e)),
+                        None => self.close(store, &run_info.id, RunStatus::Aborted),
+                    };
+                    if let Err(e) = undone {
                         self.problem(e);
                     }
                 }
@@ -478,7 +485,10 @@ impl OneRun {
                 held_out: counts.held_out,
             }));
         }
-        feeder.planned(counts.read);
+        feeder.planned(feeder::Verdict {
+            rows: counts.read,
+            allowed: pass.request_hashes.clone(),
+        });
         Ok(Stage::Ready(Box::new(Ready {
             store,
             run_info,

@@ -323,10 +323,24 @@ impl SqliteStore {
     /// shares its locks: `state.db.locks/` for `state.db`, named after the file
     /// so that `--state /tmp/x.db` makes no `locks/` folder of its own in /tmp
     /// and two stores in one folder keep their locks apart.
+    ///
+    /// Named after the file the path resolves to, so two names of one database
+    /// (a symlink) share its locks.
     fn lock_dir(&self) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        let real = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        let mut name = real.file_name().unwrap_or_default().to_os_string();
         name.push(".locks");
-        self.path.with_file_name(name)
+        real.with_file_name(name)
+    }
+
+    /// Where smax-campaign 0.1 kept every store's locks: `locks/` beside the
+    /// database. While that folder exists a lock is taken there too (first), so
+    /// an older binary still running against this store during an upgrade and
+    /// this one exclude each other; a store that never had it gets none.
+    fn legacy_lock_dir(&self) -> Option<PathBuf> {
+        let real = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        let dir = real.parent()?.join("locks");
+        dir.is_dir().then_some(dir)
     }
 
     fn wrap(conn: Connection, path: &Path, read_only: bool) -> SqliteStore {
@@ -722,28 +736,30 @@ impl StateStore for SqliteStore {
     }
 
     fn lock(&self, name: &LockName, wait: Option<Duration>) -> Result<HeldLock, LockError> {
-        let guard = lock::acquire(&self.lock_dir(), &name.key(), &name.to_string(), wait)?;
-        Ok(HeldLock::new(guard))
+        let what = name.to_string();
+        let legacy = match self.legacy_lock_dir() {
+            Some(dir) => Some(lock::acquire(&dir, &name.key(), &what, wait)?),
+            None => None,
+        };
+        let guard = lock::acquire(&self.lock_dir(), &name.key(), &what, wait)?;
+        Ok(HeldLock::new((legacy, guard)))
     }
 
     fn lock_space(&self) -> String {
-        // The locks folder is made on first use: its name is taken beside the
-        // canonical folder of the database, which exists, so the space reads the
-        // same before and after the first lock.
-        let dir = self.lock_dir();
-        let folder = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::canonicalize(folder)
-            .unwrap_or_else(|_| folder.to_path_buf())
-            .join(dir.file_name().unwrap_or_default())
-            .display()
-            .to_string()
+        // Built from the database file's canonical path (the file exists while
+        // the store is open), not the locks folder's, which is made on first use:
+        // the space reads the same before and after the first lock.
+        self.lock_dir().display().to_string()
     }
 
     fn lock_holder(&self, name: &LockName) -> Result<Option<Holder>, LockError> {
-        lock::held_by(&self.lock_dir(), &name.key())
+        match lock::held_by(&self.lock_dir(), &name.key())? {
+            Some(holder) => Ok(Some(holder)),
+            None => match self.legacy_lock_dir() {
+                Some(dir) => lock::held_by(&dir, &name.key()),
+                None => Ok(None),
+            },
+        }
     }
 
     fn checkpoint(&self) -> Result<(), StateError> {

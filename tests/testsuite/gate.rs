@@ -142,17 +142,16 @@ mod terminal {
         sandbox: &SandboxProc,
         args: &[&str],
         answer: Option<&str>,
+        env: &[(&str, &str)],
     ) -> (Option<i32>, String) {
         let mut all = vec!["run", "c.yaml"];
         all.extend_from_slice(args);
-        let mut term = Terminal::spawn(
-            p.path(),
-            &all,
-            &[
-                ("SHOP_TOKEN", TOKEN),
-                ("SMAX_API_URL", sandbox.url.as_str()),
-            ],
-        );
+        let mut vars = vec![
+            ("SHOP_TOKEN", TOKEN),
+            ("SMAX_API_URL", sandbox.url.as_str()),
+        ];
+        vars.extend_from_slice(env);
+        let mut term = Terminal::spawn(p.path(), &all, &vars);
         if let Some(answer) = answer {
             term.wait_for("[y/N] ");
             term.type_line(answer);
@@ -165,7 +164,7 @@ mod terminal {
         let sandbox = sandbox();
         let p = project(4);
         for answer in ["", "n", "no", "yep", "Y es"] {
-            let (code, screen) = ask(&p, &sandbox, &[], Some(answer));
+            let (code, screen) = ask(&p, &sandbox, &[], Some(answer), &[]);
             assert_eq!(code, Some(0), "{answer:?}: {screen}");
             assert!(
                 screen.contains("send to 4 recipients of gate via shop? [y/N]"),
@@ -189,7 +188,7 @@ mod terminal {
     fn yes_sends_and_the_question_counts_what_this_invocation_sends() {
         let sandbox = sandbox();
         let p = project(4);
-        let (code, screen) = ask(&p, &sandbox, &["--limit", "3"], Some("y"));
+        let (code, screen) = ask(&p, &sandbox, &["--limit", "3"], Some("y"), &[]);
         assert_eq!(code, Some(0), "{screen}");
         assert!(
             screen.contains("send to 3 recipients of gate via shop? [y/N]"),
@@ -199,17 +198,27 @@ mod terminal {
         // The plan was shown once, before the question.
         assert_eq!(screen.matches("Plan for gate").count(), 1, "{screen}");
 
-        let (code, screen) = ask(&p, &sandbox, &[], Some("YES"));
+        let (code, screen) = ask(&p, &sandbox, &[], Some("YES"), &[]);
         assert_eq!(code, Some(0), "{screen}");
         assert!(screen.contains("send to 1 recipients of gate"), "{screen}");
         assert_eq!(accepted_ids(&sandbox).len(), 4);
     }
 
     #[test]
+    fn ci_never_asks_even_on_a_terminal() {
+        let sandbox = sandbox();
+        let p = project(2);
+        let (code, screen) = ask(&p, &sandbox, &[], None, &[("CI", "true")]);
+        assert_eq!(code, Some(0), "{screen}");
+        assert!(!screen.contains("[y/N]"), "{screen}");
+        assert_eq!(accepted_ids(&sandbox).len(), 2);
+    }
+
+    #[test]
     fn yes_flag_does_not_ask() {
         let sandbox = sandbox();
         let p = project(2);
-        let (code, screen) = ask(&p, &sandbox, &["--yes"], None);
+        let (code, screen) = ask(&p, &sandbox, &["--yes"], None, &[]);
         assert_eq!(code, Some(0), "{screen}");
         assert!(!screen.contains("[y/N]"), "{screen}");
         assert_eq!(accepted_ids(&sandbox).len(), 2);

@@ -262,3 +262,67 @@ fn the_ci_recipes_keep_reviewed_plans_and_send_them() {
         .contains("${{ inputs.plan }}"));
     assert_eq!(send["env"]["PLAN"].as_str(), Some("${{ inputs.plan }}"));
 }
+
+/// The plan names its files however the campaign was named; `--out` never
+/// overwrites one of them; a password in the API URL does not make a plan
+/// unusable; refusing a plan leaves a finished run as it was.
+#[test]
+fn plans_hold_up_to_ordinary_use() {
+    let sandbox = sandbox();
+    let p = project();
+    let campaign = std::fs::read(p.path().join("c.yaml")).expect("read");
+    let out = smax(&p, &sandbox, &["plan", "c.yaml", "--out", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", transcript(&out));
+    assert!(transcript(&out).contains("is the plan's own campaign file"));
+    assert_eq!(
+        std::fs::read(p.path().join("c.yaml")).expect("read"),
+        campaign
+    );
+
+    let out = smax(&p, &sandbox, &["plan", "./c.yaml", "--out", "p.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    let out = smax(&p, &sandbox, &["run", "--plan", "p.json", "c.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    assert_eq!(customer_ids(&sandbox.accepted()).len(), 4);
+
+    // The run is done; a tampered copy of its plan is refused and changes nothing.
+    let status = || {
+        let out = p.run(&["status", "--format", "json"], &[]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (
+            doc["runs"][0]["status"].clone(),
+            doc["runs"][0]["finished"].clone(),
+        )
+    };
+    let before = status();
+    let mut plan = saved(&p);
+    plan["requests_digest"] = format!("sha256:{}", "1".repeat(64)).into();
+    p.write("p.json", &plan.to_string());
+    let out = smax(&p, &sandbox, &["run", "--plan", "p.json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", transcript(&out));
+    assert_eq!(status(), before);
+
+    // The API URL is kept as written to the plan (a password as `***`) and
+    // compared that way: the plan is not refused for it.
+    let url = sandbox.url.replace("http://", "http://user:pw-9c1e@");
+    let out = smax(
+        &p,
+        &sandbox,
+        &["plan", "c.yaml", "--out", "q.json", "--api-url", &url],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(p.path().join("q.json")).expect("q"))
+            .contains("pw-9c1e")
+    );
+    let out = smax(
+        &p,
+        &sandbox,
+        &["run", "--plan", "q.json", "--api-url", &url],
+    );
+    assert!(
+        !transcript(&out).contains("it was made for the API"),
+        "{}",
+        transcript(&out)
+    );
+}

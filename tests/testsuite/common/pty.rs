@@ -34,6 +34,8 @@ impl Terminal {
                 .expect("open the terminal")
         };
         let mut cmd: Command = super::bin();
+        // A person at a terminal, not CI (the test run itself may be in CI).
+        cmd.env_remove("CI");
         cmd.current_dir(dir)
             .args(args)
             .stdin(Stdio::from(side()))

@@ -372,6 +372,50 @@ fn a_folder_is_not_a_state_file() {
 
 // ---- locks ----
 
+/// During an upgrade an older binary may still lock in `locks/` beside the
+/// database: while that folder exists the store takes its locks there too.
+#[test]
+fn a_lock_held_where_older_versions_kept_locks_still_excludes() {
+    let backend = SqliteBackend::fresh();
+    let store = backend.open(&Clock::new());
+    let legacy = backend.path().parent().unwrap().join("locks");
+    std::fs::create_dir_all(&legacy).unwrap();
+    let name = LockName::Run("weekly".to_owned());
+    let old_binary = state::acquire(&legacy, &name.key(), "run weekly (0.1)", None).unwrap();
+    match store.lock(&name, None) {
+        Err(LockError::Held(holder)) => assert_eq!(holder.what, "run weekly (0.1)"),
+        other => panic!("expected Held, got {other:?}"),
+    }
+    assert!(store.lock_holder(&name).unwrap().is_some());
+    drop(old_binary);
+    let held = store.lock(&name, None).unwrap();
+    // And the other way round: the older binary waits for this one.
+    assert!(matches!(
+        state::acquire(&legacy, &name.key(), "run weekly (0.1)", None),
+        Err(LockError::Held(_))
+    ));
+    drop(held);
+}
+
+/// Two names of one database (a symlink) share its locks.
+#[cfg(unix)]
+#[test]
+fn a_symlinked_store_shares_the_locks_of_its_file() {
+    let backend = SqliteBackend::fresh();
+    let store = backend.open(&Clock::new());
+    let link = backend.path().with_file_name("other-name.db");
+    std::os::unix::fs::symlink(backend.path(), &link).unwrap();
+    let through_link = open(&link, &Clock::new());
+    let name = LockName::Run("weekly".to_owned());
+    let held = store.lock(&name, None).unwrap();
+    assert!(matches!(
+        through_link.lock(&name, None),
+        Err(LockError::Held(_))
+    ));
+    assert_eq!(store.lock_space(), through_link.lock_space());
+    drop(held);
+}
+
 /// The store's locks are the OS file locks of [`state::acquire`], in `NAME.locks/`
 /// beside the database file `NAME`, so every process that opens the file shares them.
 #[test]
