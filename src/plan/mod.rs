@@ -508,6 +508,11 @@ pub fn request_hash(request: &RenderedRequest, bot: &crate::api::wire::BotEndpoi
     use sha2::Digest;
     let mut hasher = sha2::Sha256::default();
     request_parts(request, bot, |bytes| hasher.update(bytes));
+    first_128_bits(hasher)
+}
+
+fn first_128_bits(hasher: sha2::Sha256) -> u128 {
+    use sha2::Digest;
     let full = hasher.finalize();
     let mut first = [0u8; 16];
     first.copy_from_slice(&full[..16]);
@@ -766,9 +771,13 @@ impl Pipeline {
         }
         if let Some(digest) = &mut self.digest {
             use sha2::Digest;
-            let h = &mut digest.hasher;
-            request_parts(&request, &digest.bot, |bytes| h.update(bytes));
-            digest.each.insert(request_hash(&request, &digest.bot));
+            // The request's parts are made once, for the plan's digest and its own hash.
+            let (all, mut one) = (&mut digest.hasher, sha2::Sha256::default());
+            request_parts(&request, &digest.bot, |bytes| {
+                all.update(bytes);
+                one.update(bytes);
+            });
+            digest.each.insert(first_128_bits(one));
         }
         if handled {
             self.counts.already_sent += 1;

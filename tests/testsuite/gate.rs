@@ -40,9 +40,7 @@ fn accepted_ids(sandbox: &SandboxProc) -> Vec<String> {
 }
 
 fn run_status(p: &TempProject) -> String {
-    let out = p.run(&["status", "--format", "json"], &[]);
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    doc["runs"][0]["status"]
+    p.status_json()["runs"][0]["status"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
@@ -244,8 +242,7 @@ fn a_no_op_re_run_leaves_the_finished_run_as_it_was() {
     let out = run(&p, &sandbox, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
     let finished = |p: &TempProject| {
-        let out = p.run(&["status", "--format", "json"], &[]);
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let doc = p.status_json();
         let run = &doc["runs"][0];
         (run["status"].clone(), run["finished"].clone())
     };

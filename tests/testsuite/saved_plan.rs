@@ -287,8 +287,7 @@ fn plans_hold_up_to_ordinary_use() {
 
     // The run is done; a tampered copy of its plan is refused and changes nothing.
     let status = || {
-        let out = p.run(&["status", "--format", "json"], &[]);
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let doc = p.status_json();
         (
             doc["runs"][0]["status"].clone(),
             doc["runs"][0]["finished"].clone(),

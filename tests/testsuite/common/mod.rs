@@ -171,6 +171,13 @@ impl TempProject {
     }
 
     /// Runs the binary in the project folder with these environment variables.
+    /// `status --format json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.run(&["status", "--format", "json"], &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+        serde_json::from_slice(&out.stdout).expect("status prints JSON")
+    }
+
     pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = bin();
         cmd.current_dir(self.path()).args(args);
